@@ -1,0 +1,46 @@
+"""Checkpoint files: weights as safetensors, trainer state as a weights-only torch file.
+
+Neither file unpickles arbitrary objects on load, so a checkpoint from a shared
+sweep folder is safe to open. Files are written under a temporary name and
+renamed, so a crash never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer.pt"
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: str | Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cpu_weights = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    _replace_atomically(folder / WEIGHTS_FILE, lambda p: save_file(cpu_weights, str(p)))
+    _replace_atomically(folder / STATE_FILE, lambda p: torch.save(state, p))
+
+
+def load_weights(folder: str | Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {folder}: no {WEIGHTS_FILE}")
+    return load_file(str(path), device=str(device))
+
+
+def load_state(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {folder}: no {STATE_FILE}")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,116 @@
+"""What one trial needs to know, validated: data, model, objective, training, evaluation.
+
+These models live on the trainable side because trials run inside Ray workers
+that import only `trainables`; the sweep config (`sweeper.config`) embeds them
+unchanged, so a config file and a trial read the same schema. Unknown keys are
+errors everywhere: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+METRIC_NAMES: tuple[str, ...] = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity", "unsupervised")
+
+# Sample sizes of the reference study (see the metric definitions); `fast` is a tenth of them.
+REFERENCE_SIZES: dict[str, dict[str, int]] = {
+    "beta_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
+    "factor_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000},
+    "mig": {"num_train": 10000, "num_bins": 20},
+    "dci": {"num_train": 10000, "num_test": 5000},
+    "sap": {"num_train": 10000, "num_test": 5000},
+    "modularity": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
+    "unsupervised": {"num_train": 10000, "num_bins": 20},
+}
+# The scores each metric reports, as the trial names them under "disent/".
+METRIC_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "beta_vae": ("beta_vae_train", "beta_vae_eval"),
+    "factor_vae": ("factor_vae_train", "factor_vae_eval", "factor_vae_active_dims"),
+    "mig": ("mig",),
+    "dci": ("dci_disentanglement", "dci_completeness", "dci_informativeness_train", "dci_informativeness_test"),
+    "sap": ("sap",),
+    "modularity": ("modularity", "explicitness_train", "explicitness_test"),
+    "unsupervised": (
+        "gaussian_total_correlation",
+        "gaussian_wasserstein_correlation",
+        "gaussian_wasserstein_correlation_norm",
+        "mutual_info_score",
+    ),
+}
+
+
+def metric_outputs(metric: str) -> tuple[str, ...]:
+    return METRIC_OUTPUTS[metric]
+
+
+_UNSCALED = {"batch_size", "num_bins"}
+PRESETS: dict[str, dict[str, dict[str, int]]] = {
+    "reference": REFERENCE_SIZES,
+    "fast": {
+        metric: {key: (value if key in _UNSCALED else value // 10) for key, value in sizes.items()}
+        for metric, sizes in REFERENCE_SIZES.items()
+    },
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Strict):
+    name: Literal["dsprites"] = "dsprites"
+
+
+class ModelSettings(Strict):
+    latent_dim: int = Field(10, ge=1, le=1024)
+
+
+class ObjectiveSettings(Strict):
+    capacity_steps: int = Field(100_000, ge=0, description="steps over which C(t) rises linearly to C_max")
+
+
+class TrainingSettings(Strict):
+    steps: int = Field(300_000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    report_every: int = Field(100, ge=1, description="steps between reports to Tune and MLflow")
+    checkpoint_every: int = Field(10_000, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bfloat16 autocast on GPU; ignored on CPU")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: the trial's CPUs")
+    seed_offset: int = Field(0, ge=0, description="seed of repeat i is seed_offset + i")
+
+
+class EvalSettings(Strict):
+    every: int = Field(50_000, ge=1, description="steps between evaluations; the last step always evaluates")
+    preset: Literal["reference", "fast"] = "reference"
+    metrics: tuple[Literal[METRIC_NAMES], ...] = METRIC_NAMES  # type: ignore[valid-type]
+    overrides: dict[Literal[METRIC_NAMES], dict[str, int]] = {}  # type: ignore[valid-type]
+    representation: Literal["mean", "sampled"] = "mean"
+
+    @model_validator(mode="after")
+    def _known_override_keys(self) -> EvalSettings:
+        for metric, values in self.overrides.items():
+            allowed = PRESETS[self.preset][metric]
+            for key, value in values.items():
+                if key not in allowed:
+                    raise ValueError(f"overrides.{metric}.{key}: unknown size; known: {sorted(allowed)}")
+                if value < 1:
+                    raise ValueError(f"overrides.{metric}.{key} = {value}: must be at least 1")
+        return self
+
+    def sizes(self, metric: str) -> dict[str, int]:
+        """The sample sizes one metric runs with: its preset, then the overrides."""
+        return {**PRESETS[self.preset][metric], **self.overrides.get(metric, {})}
+
+
+class TrialSettings(Strict):
+    """Everything a trial reads besides its searched values (beta, capacity, seed index)."""
+
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    objective: ObjectiveSettings = ObjectiveSettings()
+    training: TrainingSettings = TrainingSettings()
+    eval: EvalSettings = EvalSettings()

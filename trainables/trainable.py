@@ -1,0 +1,58 @@
+"""The Ray Tune function trainable: a Trainer driven by Tune's report and checkpoint API.
+
+Tune hands every trial a config dict: the searched values (`beta`,
+`capacity`), the repeat index `__trial_index__` (set by the grid or by
+Optuna's Repeater), and the fixed `settings`. Only `ray.tune` is used here:
+`ray.train.report` fails under Tune since Train V2.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from ray import tune
+
+from trainables.evaluate import evaluate
+from trainables.settings import TrialSettings
+from trainables.trainer import Trainer
+
+TRIAL_INDEX_KEY = "__trial_index__"
+
+
+def trial_seed(config: dict[str, Any]) -> int:
+    """The seed of a trial: the repeat index shifted by the configured offset."""
+    settings = config["settings"]
+    offset = settings["training"]["seed_offset"] if isinstance(settings, dict) else settings.training.seed_offset
+    return int(offset) + int(config.get(TRIAL_INDEX_KEY, 0))
+
+
+def _next_boundary(step: int, every: int, last: int) -> int:
+    return min(last, (step // every + 1) * every)
+
+
+def train(config: dict[str, Any]) -> None:
+    settings = TrialSettings.model_validate(config["settings"])
+    trainer = Trainer(settings, beta=config["beta"], capacity=config["capacity"], seed=trial_seed(config))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load(folder)
+
+    training, eval_settings = settings.training, settings.eval
+    last = training.steps
+    while trainer.step < last:
+        stop = min(
+            _next_boundary(trainer.step, every, last)
+            for every in (training.report_every, training.checkpoint_every, eval_settings.every)
+        )
+        metrics: dict[str, Any] = trainer.train(stop - trainer.step)
+        metrics["step"] = trainer.step
+        if eval_settings.metrics and (trainer.step % eval_settings.every == 0 or trainer.step == last):
+            metrics.update(evaluate(trainer.model, trainer.dataset, eval_settings, trainer.eval_rng()))
+        if trainer.step % training.checkpoint_every == 0 or trainer.step == last:
+            with tempfile.TemporaryDirectory() as folder:
+                trainer.save(folder)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)

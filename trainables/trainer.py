@@ -1,0 +1,163 @@
+"""One beta-VAE training run, independent of Ray so it can be tested and benchmarked alone.
+
+The hot loop keeps everything on the device: factors are drawn with a torch
+generator, batches are rendered by indexing, and the loss terms accumulate
+into device tensors that are read back once per report, so the step itself
+never waits on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.checkpoint import load_state, load_weights, save_checkpoint
+from trainables.data import ProceduralDSprites, make_dataset
+from trainables.model import BetaVAE
+from trainables.objective import beta_vae_loss, capacity_at
+from trainables.settings import TrialSettings
+
+ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot continue."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` means the GPU Ray assigned to this trial if any, else the CPU."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.device is 'cuda' but no CUDA device is visible to this trial")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@lru_cache(maxsize=4)
+def shared_dataset(name: str, device: str) -> ProceduralDSprites:
+    """One dataset per worker process and device, reused by every trial the process runs."""
+    return make_dataset(name, device)
+
+
+class Trainer:
+    def __init__(self, settings: TrialSettings, beta: float, capacity: float, seed: int) -> None:
+        self.settings = settings
+        self.beta = float(beta)
+        self.capacity_max = float(capacity)
+        self.seed = int(seed)
+        training = settings.training
+        self.device = resolve_device(training.device)
+        if self.device.type == "cpu":
+            # Denormals appear in the conv backward pass as training goes on and slow it by half.
+            torch.set_flush_denormal(True)
+        if training.threads:
+            torch.set_num_threads(training.threads)
+
+        torch.manual_seed(self.seed)
+        self.dataset = shared_dataset(settings.data.name, str(self.device))
+        self.model = BetaVAE(settings.model.latent_dim).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8
+        )
+        self.data_generator = torch.Generator(self.device).manual_seed(self.seed)
+        self.use_amp = training.amp and self.device.type == "cuda"
+        self.step = 0
+        self._reset_window()
+
+    # -- training -------------------------------------------------------------------------
+    def _reset_window(self) -> None:
+        d = self.settings.model.latent_dim
+        self._sums = torch.zeros(3, device=self.device)  # loss, recon, kl
+        self._kl_sums = torch.zeros(d, device=self.device)
+        self._window_steps = 0
+        self._window_start = time.perf_counter()
+
+    def capacity(self) -> float:
+        return capacity_at(self.step, self.capacity_max, self.settings.objective.capacity_steps)
+
+    def train_step(self) -> None:
+        batch_size = self.settings.training.batch_size
+        factors = self.dataset.sample_factors_torch(batch_size, self.data_generator)
+        x = self.dataset.observations(factors)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits, mu, logvar = self.model(x)
+        terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self._sums += torch.stack((terms.loss, terms.recon, terms.kl)).detach()
+            self._kl_sums += terms.kl_per_latent.detach()
+        self._window_steps += 1
+        self.step += 1
+
+    def train(self, steps: int) -> dict[str, float]:
+        """Run `steps` steps and return the means over them, as a report."""
+        for _ in range(steps):
+            self.train_step()
+        return self.window_report()
+
+    def window_report(self) -> dict[str, float]:
+        """Means since the last report; raises if the loss went non-finite on the way."""
+        n = max(self._window_steps, 1)
+        sums = (self._sums / n).cpu().tolist()
+        per_latent = (self._kl_sums / n).cpu().tolist()
+        elapsed = time.perf_counter() - self._window_start
+        images = self._window_steps * self.settings.training.batch_size
+        if not all(math.isfinite(v) for v in sums + per_latent):
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step} (beta={self.beta}, C_max={self.capacity_max}, "
+                f"seed={self.seed}): loss={sums[0]}, recon={sums[1]}, kl={sums[2]}"
+            )
+        report = {
+            "loss": sums[0],
+            "recon": sums[1],
+            "kl": sums[2],
+            "capacity": self.capacity(),
+            "active_latents": float(sum(v > ACTIVE_KL_THRESHOLD for v in per_latent)),
+            "images_per_sec": images / elapsed if elapsed > 0 else 0.0,
+        }
+        report.update({f"kl/{i}": v for i, v in enumerate(per_latent)})
+        self._reset_window()
+        return report
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        state = {
+            "step": self.step,
+            "beta": self.beta,
+            "capacity_max": self.capacity_max,
+            "seed": self.seed,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "data_rng": self.data_generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        save_checkpoint(folder, self.model.state_dict(), state)
+
+    def load(self, folder: str | Path) -> None:
+        state = load_state(folder)
+        saved = (state["beta"], state["capacity_max"], state["seed"])
+        if saved != (self.beta, self.capacity_max, self.seed):
+            raise ValueError(
+                f"checkpoint {folder} belongs to beta={saved[0]}, C_max={saved[1]}, seed={saved[2]}, "
+                f"not to this trial's beta={self.beta}, C_max={self.capacity_max}, seed={self.seed}"
+            )
+        self.model.load_state_dict(load_weights(folder, self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.data_generator.set_state(state["data_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.step = int(state["step"])
+        self._reset_window()
+
+    def eval_rng(self) -> np.random.Generator:
+        """A fresh generator per (seed, step): evaluations repeat exactly after a resume."""
+        return np.random.default_rng([self.seed, self.step])
