@@ -59,8 +59,15 @@ class BetaVAE(nn.Module):
         self.encoder = Encoder(latent_dim, channels)
         self.decoder = Decoder(latent_dim, channels)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits of the reconstruction from one reparameterised sample, with mu and logvar."""
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits of the reconstruction from one reparameterised sample, with mu and logvar.
+
+        The noise comes from `generator` when given, so a trial's randomness is its own
+        and is restored exactly from a checkpoint.
+        """
         mu, logvar = self.encoder(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar

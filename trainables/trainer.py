@@ -64,7 +64,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8
         )
-        self.data_generator = torch.Generator(self.device).manual_seed(self.seed)
+        # One generator for the data and the reparameterisation noise: the trial's whole randomness.
+        self.generator = torch.Generator(self.device).manual_seed(self.seed)
         self.use_amp = training.amp and self.device.type == "cuda"
         self.step = 0
         self._reset_window()
@@ -82,10 +83,10 @@ class Trainer:
 
     def train_step(self) -> None:
         batch_size = self.settings.training.batch_size
-        factors = self.dataset.sample_factors_torch(batch_size, self.data_generator)
+        factors = self.dataset.sample_factors_torch(batch_size, self.generator)
         x = self.dataset.observations(factors)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits, mu, logvar = self.model(x)
+            logits, mu, logvar = self.model(x, self.generator)
         terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
@@ -134,11 +135,8 @@ class Trainer:
             "capacity_max": self.capacity_max,
             "seed": self.seed,
             "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "data_rng": self.data_generator.get_state(),
+            "rng": self.generator.get_state(),
         }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(folder, self.model.state_dict(), state)
 
     def load(self, folder: str | Path) -> None:
@@ -151,10 +149,7 @@ class Trainer:
             )
         self.model.load_state_dict(load_weights(folder, self.device))
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        self.data_generator.set_state(state["data_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.generator.set_state(state["rng"])
         self.step = int(state["step"])
         self._reset_window()
 

@@ -1,0 +1,160 @@
+"""Start a sweep: check everything it needs, then run a Ray Tune Tuner over the search.
+
+Order matters for "nothing half-created": the config is validated by the
+caller, then the tracking store and the Ray address are checked, and only
+then are the sweep folder, the MLflow parent run and Ray itself started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import ray
+from ray import tune
+
+from sweeper import space
+from sweeper.config import SweepConfig, dump_config
+from sweeper.errors import EnvironmentProblem
+from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect
+from trainables.trainable import train
+
+SWEEP_RECORD = "sweep.json"
+RESOLVED_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a later command needs to find the sweep again; stored as sweep.json."""
+
+    sweep_id: str
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage: str
+    created: float
+
+    def write(self, folder: Path) -> None:
+        tmp = folder / f".{SWEEP_RECORD}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, folder / SWEEP_RECORD)
+
+    @classmethod
+    def read(cls, folder: Path) -> SweepRecord:
+        return cls(**json.loads((folder / SWEEP_RECORD).read_text()))
+
+
+def new_sweep_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Pin a relative SQLite path to the current folder, so the UI hint and later commands agree."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with a clear message instead of Ray's long reconnect loop."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise EnvironmentProblem(f"Ray address {address!r}: expected host:port (or ray://host:port)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise EnvironmentProblem(f"Ray address {address!r} is unreachable: {exc}") from exc
+
+
+def storage_root(config: SweepConfig) -> Path:
+    return Path(config.storage).expanduser().resolve()
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to `address`, or start the embedded local Ray; True if this process started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to join is an environment problem
+        raise EnvironmentProblem(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+    return address is None
+
+
+@dataclass
+class SweepOutcome:
+    record: SweepRecord
+    results: tune.ResultGrid
+
+
+def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
+    address = config.ray_address(address)
+    tracking_uri = absolute_tracking_uri(config.tracking_uri())
+    client = connect(tracking_uri)
+    if address:
+        check_ray_address(address)
+
+    sweep_id = new_sweep_id(config.name)
+    sweep_dir = storage_root(config) / sweep_id
+    echo(f"sweep {sweep_id}: {space.trial_count(config)} trials, tracking {tracking_uri}")
+    started_here = start_ray(address)
+    try:
+        sweep_dir.mkdir(parents=True)
+        tracking = SweepTracking.start(client, config, sweep_id)
+        record = SweepRecord(
+            sweep_id=sweep_id,
+            name=config.name,
+            tracking_uri=tracking_uri,
+            experiment_id=tracking.experiment_id,
+            parent_run_id=tracking.parent_run_id,
+            storage=str(storage_root(config)),
+            created=time.time(),
+        )
+        (sweep_dir / RESOLVED_CONFIG).write_text(dump_config(config))
+        record.write(sweep_dir)
+        results = _fit(config, sweep_dir, tracking)
+        failed = sum(1 for r in results if r.error is not None)
+        tracking.finish("FINISHED" if failed == 0 else "FAILED")
+        return SweepOutcome(record, results)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fit(config: SweepConfig, sweep_dir: Path, tracking: SweepTracking) -> tune.ResultGrid:
+    search = config.search
+    trainable = tune.with_resources(train, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
+    searcher = space.searcher(config, sweep_dir, study_name=sweep_dir.name)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.param_space(config),
+        tune_config=tune.TuneConfig(
+            # With a searcher, metric and mode belong to the searcher and the scheduler, not here.
+            search_alg=searcher,
+            scheduler=space.scheduler(config),
+            num_samples=space.num_samples(config),
+            max_concurrent_trials=search.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name,
+            storage_path=str(sweep_dir.parent),
+            callbacks=[MLflowTrialCallback(tracking)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=config.failure.max_failures),
+            verbose=1,
+        ),
+    )
+    return tuner.fit()
