@@ -11,8 +11,8 @@ from sweeper import space
 from sweeper.config import SweepConfig
 from sweeper.launch import SweepOutcome, storage_root
 from sweeper.state import TrialState, find_sweep, read_record, read_trials
+from sweeper.progress import fmt
 from trainables.trainable import trial_seed
-
 
 def print_plan(config: SweepConfig, address: str | None) -> None:
     where = config.ray_address(address) or "local Ray (started and stopped by this command)"
@@ -28,18 +28,14 @@ def print_plan(config: SweepConfig, address: str | None) -> None:
     typer.echo(f"  storage {storage_root(config)}, tracking {config.tracking_uri()}")
 
 
-def _fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def trial_table(rows: Sequence[TrialState], metric: str | None) -> str:
     columns = ["trial", "status", "beta", "C_max", "seed", "step", "recon", "kl"] + ([metric] if metric else [])
     body = []
     for t in rows:
         r = t.last_result
         body.append(
-            [t.trial_id, t.status, _fmt(t.beta), _fmt(t.capacity), str(t.seed)]
-            + [_fmt(r.get(k, "-")) for k in ["step", "recon", "kl"] + ([metric] if metric else [])]
+            [t.trial_id, t.status, fmt(t.beta), fmt(t.capacity), str(t.seed)]
+            + [fmt(r.get(k, "-")) for k in ["step", "recon", "kl"] + ([metric] if metric else [])]
         )
     widths = [max(len(c), *(len(row[i]) for row in body)) if body else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]

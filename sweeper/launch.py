@@ -23,8 +23,9 @@ from ray import tune
 from sweeper import space
 from sweeper.config import SweepConfig, dump_config
 from sweeper.errors import EnvironmentProblem
+from sweeper.progress import ProgressCallback
 from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect
-from trainables.trainable import train
+from trainables.trainable import train, trial_seed
 
 SWEEP_RECORD = "sweep.json"
 RESOLVED_CONFIG = "config.yaml"
@@ -103,9 +104,9 @@ class SweepOutcome:
 def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
     address = config.ray_address(address)
     tracking_uri = absolute_tracking_uri(config.tracking_uri())
-    client = connect(tracking_uri)
     if address:
         check_ray_address(address)
+    client = connect(tracking_uri)
 
     sweep_id = new_sweep_id(config.name)
     sweep_dir = storage_root(config) / sweep_id
@@ -125,7 +126,12 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         )
         (sweep_dir / RESOLVED_CONFIG).write_text(dump_config(config))
         record.write(sweep_dir)
-        results = _fit(config, sweep_dir, tracking)
+        progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
+        try:
+            results = _fit(config, sweep_dir, [MLflowTrialCallback(tracking), progress])
+        except BaseException:
+            tracking.finish("KILLED")
+            raise
         failed = sum(1 for r in results if r.error is not None)
         tracking.finish("FINISHED" if failed == 0 else "FAILED")
         return SweepOutcome(record, results)
@@ -134,7 +140,13 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
             ray.shutdown()
 
 
-def _fit(config: SweepConfig, sweep_dir: Path, tracking: SweepTracking) -> tune.ResultGrid:
+def trial_name(trial: tune.experiment.Trial) -> str:
+    """Short, readable trial folder names: the searched values, not every setting."""
+    c = trial.config
+    return f"{trial.trial_id}_beta={c['beta']:.4g}_C={c['capacity']:.4g}_seed={trial_seed(c)}"
+
+
+def _fit(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.ResultGrid:
     search = config.search
     trainable = tune.with_resources(train, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
     searcher = space.searcher(config, sweep_dir, study_name=sweep_dir.name)
@@ -147,14 +159,17 @@ def _fit(config: SweepConfig, sweep_dir: Path, tracking: SweepTracking) -> tune.
             scheduler=space.scheduler(config),
             num_samples=space.num_samples(config),
             max_concurrent_trials=search.max_concurrent,
+            reuse_actors=True,  # keeps each worker's imports and rendered dataset between trials
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=sweep_dir.name,
             storage_path=str(sweep_dir.parent),
-            callbacks=[MLflowTrialCallback(tracking)],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=config.failure.max_failures),
-            verbose=1,
+            verbose=0,  # the ProgressCallback prints one line per event instead
         ),
     )
     return tuner.fit()

@@ -10,8 +10,10 @@ written as one batch.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -33,16 +35,34 @@ ROLE_TAG = "sweeper.role"
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+_PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 VERSIONED_PACKAGES = ("torch", "scikit-learn", "numpy", "ray", "optuna", "mlflow")
+
+
+@contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """No retries with backoff while probing: an unreachable server should fail in seconds."""
+    saved = {k: os.environ.get(k) for k in _PROBE_ENV}
+    os.environ.update(_PROBE_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def connect(uri: str) -> MlflowClient:
     """A client for `uri`, or a clear error now, before anything is started."""
     try:
         client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
+        with _fail_fast_http():
+            client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        raise EnvironmentProblem(f"tracking URI {uri!r} cannot be opened: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EnvironmentProblem(f"tracking URI {uri!r} cannot be opened: {first_line}") from exc
     return client
 
 
@@ -137,7 +157,7 @@ class SweepTracking:
         seed = trial_seed(config)
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"beta={config['beta']:g} C={config['capacity']:g} seed={seed}",
+            run_name=f"beta={config['beta']:.4g} C={config['capacity']:.4g} seed={seed}",
             tags={
                 PARENT_TAG: self.parent_run_id,
                 SWEEP_TAG: self.sweep_id,
