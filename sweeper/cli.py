@@ -1,9 +1,9 @@
-"""The `sweeper` command: launch, validate and inspect sweeps."""
+"""The `sweeper` command: launch, validate, inspect and report on sweeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -63,8 +63,27 @@ def launch(
         outcome = run_sweep(cfg, address=address, echo=typer.echo)
     except SweeperError as exc:
         _fail(exc)
-    failed = print_summary(outcome, cfg.search.metric)
-    if failed:
+    if print_summary(outcome):
+        raise typer.Exit(1)
+
+
+@app.command()
+def resume(
+    sweep: Annotated[str, typer.Argument(help="sweep id (under the storage folder) or the sweep folder")],
+    storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path("./sweeps"),
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join; env RAY_ADDRESS")] = None,
+) -> None:
+    """Continue a sweep whose driver stopped: finished trials are kept, the rest resume from checkpoints."""
+    from sweeper.console import print_summary
+    from sweeper.launch import resume as resume_sweep
+    from sweeper.state import find_sweep
+
+    try:
+        folder = find_sweep(sweep, storage)
+        outcome = resume_sweep(folder, address=address, echo=typer.echo)
+    except SweeperError as exc:
+        _fail(exc)
+    if print_summary(outcome):
         raise typer.Exit(1)
 
 
@@ -80,3 +99,62 @@ def status(
         print_status(sweep, storage)
     except SweeperError as exc:
         _fail(exc)
+
+
+SweepArg = Annotated[str, typer.Argument(help="sweep id (under the storage folder) or the sweep folder")]
+ByOpt = Annotated[str, typer.Option("--by", help="score to pick by, as the trials report it")]
+ModeOpt = Annotated[Literal["max", "min"], typer.Option(help="max: a higher score is better; min: lower")]
+StorageOpt = Annotated[Path, typer.Option(help="folder holding the sweeps")]
+TrackingOpt = Annotated[
+    Optional[str],
+    typer.Option("--tracking-uri", help="find the sweep by id in this MLflow store instead of its folder"),
+]
+UdrOpt = Annotated[bool, typer.Option("--udr/--no-udr", help="rank seeds by UDR from their checkpoints")]
+
+
+@app.command()
+def select(
+    sweep: SweepArg,
+    by: ByOpt = "disent/mig",
+    mode: ModeOpt = "max",
+    storage: StorageOpt = Path("./sweeps"),
+    tracking_uri: TrackingOpt = None,
+    udr: UdrOpt = True,
+) -> None:
+    """Pick the models of a sweep (beta trade-off, seed sensitivity, UDR) and tag them in MLflow."""
+    from sweeper.picking import print_selection, select_and_tag
+    from sweeper.results import locate_sweep
+    from sweeper.tracking import connect
+
+    try:
+        ref = locate_sweep(sweep, storage, tracking_uri)
+        chosen = select_and_tag(connect(ref.tracking_uri), ref, by, maximize=mode == "max", udr=udr)
+    except SweeperError as exc:
+        _fail(exc)
+    print_selection(chosen, typer.echo)
+
+
+@app.command()
+def report(
+    sweep: SweepArg,
+    by: ByOpt = "disent/mig",
+    mode: ModeOpt = "max",
+    out: Annotated[Optional[Path], typer.Option(help="report folder; default: <sweep folder>/report")] = None,
+    storage: StorageOpt = Path("./sweeps"),
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Select, then write an HTML report with figures and the Parquet table, logged to the sweep's parent run."""
+    from sweeper.picking import print_selection, select_and_tag
+    from sweeper.report import report_folder, write_report
+    from sweeper.results import locate_sweep
+    from sweeper.tracking import connect
+
+    try:
+        ref = locate_sweep(sweep, storage, tracking_uri)
+        client = connect(ref.tracking_uri)
+        chosen = select_and_tag(client, ref, by, maximize=mode == "max")
+        print_selection(chosen, typer.echo)
+        files = write_report(client, chosen, out or report_folder(ref), typer.echo)
+    except SweeperError as exc:
+        _fail(exc)
+    typer.echo(f"report: {files['html']}")

@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 
 from sweeper import space
-from sweeper.config import SweepConfig
-from sweeper.launch import SweepOutcome, storage_root
-from sweeper.state import TrialState, find_sweep, read_record, read_trials
+from sweeper.config import SweepConfig, load_config
+from sweeper.launch import RESOLVED_CONFIG, SweepOutcome, storage_root
 from sweeper.progress import fmt
+from sweeper.state import TrialState, find_sweep, read_record, read_trials
 from trainables.trainable import trial_seed
+
 
 def print_plan(config: SweepConfig, address: str | None) -> None:
     where = config.ray_address(address) or "local Ray (started and stopped by this command)"
@@ -43,7 +44,7 @@ def trial_table(rows: Sequence[TrialState], metric: str | None) -> str:
     return "\n".join(lines)
 
 
-def print_summary(outcome: SweepOutcome, metric: str) -> int:
+def print_summary(outcome: SweepOutcome) -> int:
     """The finished sweep's table and where to look; returns the number of failed trials."""
     rows = []
     for result in outcome.results:
@@ -60,7 +61,7 @@ def print_summary(outcome: SweepOutcome, metric: str) -> int:
             )
         )
     rows.sort(key=lambda t: (t.beta, t.capacity, t.seed))
-    record = outcome.record
+    record, metric = outcome.record, outcome.metric
     typer.echo("")
     typer.echo(trial_table(rows, metric))
     for t in rows:
@@ -79,12 +80,13 @@ def print_status(sweep: str, storage: Path) -> None:
     folder = find_sweep(sweep, storage)
     record = read_record(folder)
     trials = read_trials(folder)
+    metric = load_config(folder / RESOLVED_CONFIG).search.metric
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
     typer.echo(f"sweep {record.sweep_id} ({folder}): {summary}")
-    typer.echo(trial_table(trials, metric=None))
+    typer.echo(trial_table(trials, metric))
     for t in trials:
         if t.error:
             typer.echo(f"trial {t.trial_id} failed: {t.error}")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import ray
@@ -99,6 +100,7 @@ def start_ray(address: str | None) -> bool:
 class SweepOutcome:
     record: SweepRecord
     results: tune.ResultGrid
+    metric: str  # the search metric, shown in the summary
 
 
 def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
@@ -127,17 +129,51 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         (sweep_dir / RESOLVED_CONFIG).write_text(dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
-        try:
-            results = _fit(config, sweep_dir, [MLflowTrialCallback(tracking), progress])
-        except BaseException:
-            tracking.finish("KILLED")
-            raise
-        failed = sum(1 for r in results if r.error is not None)
-        tracking.finish("FINISHED" if failed == 0 else "FAILED")
-        return SweepOutcome(record, results)
+        tuner = _new_tuner(config, sweep_dir, [MLflowTrialCallback(tracking), progress])
+        return SweepOutcome(record, _fit(tuner, tracking), config.search.metric)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
+    """Continue a sweep whose driver died: Tune's stored state, the same MLflow runs.
+
+    Finished trials stay finished, unfinished ones restart from their last
+    checkpoint, and the Optuna study continues from its journal. The callbacks
+    come back from Tune's stored state; they reopen the MLflow runs by tag.
+    """
+    from sweeper.config import load_config
+
+    record = SweepRecord.read(sweep_dir)
+    config = load_config(sweep_dir / RESOLVED_CONFIG)
+    address = config.ray_address(address)
+    if address:
+        check_ray_address(address)
+    connect(record.tracking_uri)
+    tracking = SweepTracking(record.tracking_uri, record.experiment_id, record.parent_run_id, record.sweep_id)
+    echo(f"resuming sweep {record.sweep_id}, tracking {record.tracking_uri}")
+    started_here = start_ray(address)
+    try:
+        tuner = tune.Tuner.restore(
+            str(sweep_dir), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
+        )
+        tracking.reopen()
+        return SweepOutcome(record, _fit(tuner, tracking), config.search.metric)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fit(tuner: tune.Tuner, tracking: SweepTracking) -> tune.ResultGrid:
+    """Run the sweep; the parent run ends FINISHED, FAILED (a trial failed) or KILLED."""
+    try:
+        results = tuner.fit()
+    except BaseException:
+        tracking.finish("KILLED")
+        raise
+    tracking.finish("FINISHED" if all(r.error is None for r in results) else "FAILED")
+    return results
 
 
 def trial_name(trial: tune.experiment.Trial) -> str:
@@ -146,16 +182,18 @@ def trial_name(trial: tune.experiment.Trial) -> str:
     return f"{trial.trial_id}_beta={c['beta']:.4g}_C={c['capacity']:.4g}_seed={trial_seed(c)}"
 
 
-def _fit(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.ResultGrid:
+def _trainable(config: SweepConfig) -> Any:
+    return tune.with_resources(train, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
+
+
+def _new_tuner(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
     search = config.search
-    trainable = tune.with_resources(train, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
-    searcher = space.searcher(config, sweep_dir, study_name=sweep_dir.name)
-    tuner = tune.Tuner(
-        trainable,
+    return tune.Tuner(
+        _trainable(config),
         param_space=space.param_space(config),
         tune_config=tune.TuneConfig(
             # With a searcher, metric and mode belong to the searcher and the scheduler, not here.
-            search_alg=searcher,
+            search_alg=space.searcher(config, sweep_dir, study_name=sweep_dir.name),
             scheduler=space.scheduler(config),
             num_samples=space.num_samples(config),
             max_concurrent_trials=search.max_concurrent,
@@ -172,4 +210,3 @@ def _fit(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -
             verbose=0,  # the ProgressCallback prints one line per event instead
         ),
     )
-    return tuner.fit()

@@ -21,8 +21,12 @@ class ProgressCallback(Callback):
     def __init__(self, total: int, steps: int, metric: str, echo: Callable[[str], None] = print) -> None:
         self.total, self.steps, self.metric, self.echo = total, steps, metric, echo
         self.start = time.monotonic()
-        self.done = 0
         self._last: dict[str, float] = {}
+
+    def setup(self, **info: Any) -> None:
+        """Called at every start, a resumed one included: the clock starts again."""
+        self.start = time.monotonic()
+        self._last.clear()
 
     def _line(self, trial: Trial, text: str) -> None:
         c = trial.config
@@ -50,12 +54,15 @@ class ProgressCallback(Callback):
         self._line(trial, "  ".join(parts))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.done += 1
-        self._line(trial, f"finished ({self.done}/{self.total} done)")
+        self._line(trial, f"finished ({_ended(trials, trial)}/{self.total} done)")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.done += 1
-        self._line(trial, f"FAILED ({self.done}/{self.total} done): {error_reason(trial)}")
+        self._line(trial, f"FAILED ({_ended(trials, trial)}/{self.total} done): {error_reason(trial)}")
+
+
+def _ended(trials: list[Trial], trial: Trial) -> int:
+    """Trials that have ended, counting `trial`, whose status Tune updates after the callback."""
+    return 1 + sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials if t is not trial)
 
 
 def fmt(value: object) -> str:

@@ -107,13 +107,28 @@ def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
 
 
 class SweepTracking:
-    """The sweep's parent run and the lookup of its trials' child runs."""
+    """The sweep's parent run and the lookup of its trials' child runs.
 
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, sweep_id: str) -> None:
-        self.client = client
+    Tune pickles its callbacks with the experiment state, and a resumed sweep
+    unpickles them: only the identifiers are pickled and the client is opened
+    again on first use.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str) -> None:
+        self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
 
     @classmethod
     def start(cls, client: MlflowClient, config: SweepConfig, sweep_id: str) -> SweepTracking:
@@ -123,7 +138,7 @@ class SweepTracking:
             run_name=sweep_id,
             tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "mlflow.note.content": config.description},
         )
-        tracking = cls(client, experiment_id, run.info.run_id, sweep_id)
+        tracking = cls(client.tracking_uri, experiment_id, run.info.run_id, sweep_id)
         search = config.search
         params = {
             "search.kind": search.kind,
@@ -177,20 +192,41 @@ class SweepTracking:
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def reopen(self) -> None:
+        """Mark the parent run as running again, for a resumed sweep."""
+        self.client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status)
 
 
 class MLflowTrialCallback(Callback):
-    """Tune callback that mirrors every trial into its child run, one batch per report."""
+    """Tune callback that mirrors every trial into its child run, one batch per report.
+
+    A trial resumed from a checkpoint reports again the steps between that
+    checkpoint and the crash; those steps are already in MLflow, so results at
+    or below the run's last logged step are skipped and each history stays
+    continuous, with no step twice.
+    """
 
     def __init__(self, tracking: SweepTracking) -> None:
         self.tracking = tracking
         self._runs: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What MLflow holds is the truth after a restore, not this process's memory of it.
+        return {"tracking": self.tracking}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tracking"])
 
     def _run_id(self, trial: Trial) -> str:
         if trial.trial_id not in self._runs:
-            self._runs[trial.trial_id] = self.tracking.trial_run_id(trial)
+            run_id = self.tracking.trial_run_id(trial)
+            logged = self.tracking.client.get_run(run_id).data.metrics.get("step")
+            self._runs[trial.trial_id] = run_id
+            self._last_step[run_id] = int(logged) if logged is not None else -1
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -204,6 +240,9 @@ class MLflowTrialCallback(Callback):
     ) -> None:
         run_id = self._run_id(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
+        if step <= self._last_step[run_id]:
+            return
+        self._last_step[run_id] = step
         metrics = reported_metrics(result, step, int(time.time() * 1000))
         tags = [RunTag("node_ip", str(result.get("node_ip", ""))), RunTag("hostname", str(result.get("hostname", "")))]
         for number, batch in enumerate(_batches(metrics, MAX_BATCH)):

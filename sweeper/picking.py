@@ -1,0 +1,127 @@
+"""`sweeper select`: the picks of a sweep, written back to MLflow as tags and shown in the terminal.
+
+The selection reads the sweep's trials from MLflow, adds each trial's UDR
+from its checkpoint, picks models (sweeper.selection) and tags the picked
+runs, removing the tags of an earlier selection from runs no longer picked,
+so a filter on `tags.selected` always shows the current picks. Trials that did
+not finish and checkpoints that are gone are listed as problems, not fatal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from mlflow.entities import RunTag
+from mlflow.tracking import MlflowClient
+
+from sweeper import selection
+from sweeper.errors import EnvironmentProblem
+from sweeper.results import PICK_ROLE_TAG, SELECTED_TAG, SweepRef, read_results
+from sweeper.selection import Picks
+
+SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current picks were made by
+REPORT_ARTIFACTS = "report"
+RECONSTRUCTED = 8  # observations shown with their reconstructions
+
+
+@dataclass
+class Selection:
+    """A sweep's trials (with UDR and the new picks as columns), the picks, and what could not be used."""
+
+    ref: SweepRef
+    table: pa.Table
+    picks: Picks
+    maximize: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def trial_problems(table: pa.Table) -> list[str]:
+    """A line for every trial that did not finish: it takes no part in the picks."""
+    lines = []
+    for row in table.filter(pc.not_equal(table["status"], selection.FINISHED)).to_pylist():
+        reason = f": {row['error']}" if row["error"] else ""
+        lines.append(
+            f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']}) "
+            f"is {row['status']}{reason}; left out"
+        )
+    return lines
+
+
+def select_and_tag(
+    client: MlflowClient, ref: SweepRef, by: str, maximize: bool = True, udr: bool = True
+) -> Selection:
+    """Read the sweep, compute UDR, pick, and write the picks as tags on the runs."""
+    table = read_results(client, ref)
+    if table.num_rows == 0:
+        raise EnvironmentProblem(f"sweep {ref.sweep_id} has no trial runs in {ref.tracking_uri}")
+    done = selection.finished(table)
+    if done.num_rows == 0:
+        statuses = ", ".join(sorted(set(table["status"].to_pylist())))
+        raise EnvironmentProblem(
+            f"sweep {ref.sweep_id}: none of its {table.num_rows} trials has finished ({statuses}); nothing to select"
+        )
+    selection.require_score(done, by)
+    problems = trial_problems(table)
+    if udr:
+        from sweeper.udr import sweep_udr, with_udr
+
+        scores = sweep_udr(table)
+        table = with_udr(table, scores)
+        problems += [f"UDR: {line}" for line in scores.problems]
+    picks = selection.select(table, by, maximize)
+    write_tags(client, ref, table, picks, maximize)
+    return Selection(ref, selection.with_picks(table, picks), picks, maximize, problems)
+
+
+def write_tags(client: MlflowClient, ref: SweepRef, table: pa.Table, picks: Picks, maximize: bool) -> None:
+    """Tag the picked runs, untag the runs an earlier selection picked, and touch no run whose tags stand."""
+    wanted = picks.tags()
+    current = {
+        run: {SELECTED_TAG: s, PICK_ROLE_TAG: r}
+        for run, s, r in zip(table["run_id"].to_pylist(), table["selected"].to_pylist(), table["role"].to_pylist())
+    }
+    for run, tags in wanted.items():
+        if current.get(run) != tags:
+            client.log_batch(run, tags=[RunTag(key, value) for key, value in tags.items()])
+    for run, tags in current.items():
+        if run not in wanted:
+            for key, value in tags.items():
+                if value is not None:
+                    client.delete_tag(run, key)
+    client.set_tag(ref.parent_run_id, SELECTED_BY_TAG, f"{picks.by} ({'max' if maximize else 'min'})")
+
+
+def text_table(caption: str, table: pa.Table) -> str:
+    """A plain-text table for the terminal: numbers to 4 significant digits, '-' where missing."""
+
+    def text(value: object) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    rows = [[text(v) for v in row.values()] for row in table.to_pylist()]
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(table.column_names)]
+    lines = [caption, "  ".join(n.ljust(w) for n, w in zip(table.column_names, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def print_selection(chosen: Selection, echo: Callable[[str], None] = print) -> None:
+    """The picks as the terminal shows them, then what was left out."""
+    picks, done = chosen.picks, selection.finished(chosen.table)
+    echo(text_table(f"beta trade-off by {picks.by}: median seed of each configuration", selection.configuration_summary(done, picks)))
+    echo("")
+    echo(text_table(f"seed sensitivity by {picks.by}", selection.seed_table(picks)))
+    ranking = selection.picks_table(picks, selection.UDR_RANKING)
+    if ranking.num_rows:
+        echo("")
+        echo(text_table("unsupervised ranking: top UDR seed of each configuration", ranking.drop_columns(["kind", "role"])))
+    for line in chosen.problems:
+        echo(f"note: {line}")
+    echo(f"tagged {len(picks.run_ids())} runs: filter with tags.selected LIKE '%{selection.BETA_TRADEOFF}%' (or another kind)")

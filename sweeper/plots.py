@@ -1,0 +1,154 @@
+"""The report's figures, one function per figure, each saving a PNG and returning its path.
+
+Figures are built with `matplotlib.figure.Figure` and rendered by the Agg
+canvas, never through pyplot: no display, no global figure registry to leak
+memory across the dozens of figures of a large sweep, and safe to call from
+any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+
+from sweeper.models import decode
+from sweeper.selection import column, configurations, finished
+from trainables.model import BetaVAE
+
+TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)  # prior standard deviations either side of the code
+DPI = 100
+
+
+def short(metric: str) -> str:
+    return metric.removeprefix("disent/")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _beta_norm(betas: np.ndarray) -> Normalize:
+    """A log colour scale over the betas (beta > 0 always), or a flat one for a single value."""
+    low, high = float(np.nanmin(betas)), float(np.nanmax(betas))
+    return LogNorm(low, high) if high > low else Normalize(low - 1, high + 1)
+
+
+def configuration_label(beta: float, capacity: float, with_capacity: bool) -> str:
+    return f"β={beta:g}\nC={capacity:g}" if with_capacity else f"β={beta:g}"
+
+
+def rate_distortion(table: pa.Table, path: Path) -> Path:
+    """KL (rate) against reconstruction (distortion) of every finished trial, coloured by beta."""
+    table = finished(table)
+    betas = column(table, "beta")
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    points = ax.scatter(column(table, "kl"), column(table, "recon"), c=betas, norm=_beta_norm(betas), cmap="viridis")
+    fig.colorbar(points, ax=ax, label="β")
+    ax.set(xlabel="KL (nats)", ylabel="reconstruction (nats per image)", title="Rate–distortion")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def scores_vs_beta(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
+    """One panel per score: a box per configuration with every seed as a point on it."""
+    table = finished(table)
+    keys, labels = configurations(table)
+    with_capacity = len({c for _, c in keys}) > 1
+    ticks = [configuration_label(b, c, with_capacity) for b, c in keys]
+    cols = min(3, len(scores))
+    rows = -(-len(scores) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    jitter = np.random.default_rng(0)
+    for ax, score in zip(axes, scores):
+        values = column(table, score)
+        groups = [values[(labels == i) & np.isfinite(values)] for i in range(len(keys))]
+        ax.boxplot(groups, positions=range(len(keys)), widths=0.5, showfliers=False)
+        for i, group in enumerate(groups):
+            ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=14, alpha=0.7, color="C1", zorder=3)
+        ax.set_xticks(range(len(keys)), ticks, fontsize=8)
+        ax.set_title(short(score), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(scores) :]:
+        ax.set_visible(False)
+    fig.suptitle("Scores by configuration (every seed a point)")
+    return _save(fig, path)
+
+
+def kl_per_latent(kl: np.ndarray, row_labels: Sequence[str], path: Path) -> Path:
+    """Heat map of each picked model's KL per latent (rows: models, columns: latents)."""
+    fig = Figure(figsize=(1.2 + 0.55 * kl.shape[1], 1.2 + 0.38 * kl.shape[0]))
+    ax = fig.subplots()
+    image = ax.imshow(kl, aspect="auto", cmap="magma")
+    fig.colorbar(image, ax=ax, label="KL (nats)")
+    ax.set_xticks(range(kl.shape[1]), [str(i) for i in range(kl.shape[1])])
+    ax.set_yticks(range(kl.shape[0]), row_labels, fontsize=8)
+    ax.set(xlabel="latent", title="KL per latent of the picked models")
+    return _save(fig, path)
+
+
+def traversal(model: BetaVAE, code: np.ndarray, kl: np.ndarray, title: str, path: Path) -> Path:
+    """Each latent swept over TRAVERSAL_VALUES from one observation's code, the others held; latents
+    in decreasing KL, so the ones in use come first."""
+    order = np.argsort(-kl, kind="stable")
+    rows, cols = len(order), len(TRAVERSAL_VALUES)
+    codes = np.repeat(code[None, :], rows * cols, axis=0)
+    for r, latent in enumerate(order):
+        codes[r * cols : (r + 1) * cols, latent] = TRAVERSAL_VALUES
+    images = decode(model, codes)
+    fig = Figure(figsize=(0.75 * cols + 1, 0.75 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, latent in enumerate(order):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(images[r * cols + c], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"z{latent}\n{kl[latent]:.2f}", fontsize=7, rotation=0, ha="right", va="center")
+            if r == rows - 1:
+                ax.set_xlabel(f"{TRAVERSAL_VALUES[c]:+.1f}", fontsize=7)
+    fig.suptitle(f"{title}: latent traversals (row: latent, KL)", fontsize=9)
+    return _save(fig, path)
+
+
+def reconstructions(model: BetaVAE, images: np.ndarray, codes: np.ndarray, title: str, path: Path) -> Path:
+    """Observations (top row) and their reconstructions from the posterior mean (bottom row)."""
+    decoded = decode(model, codes)
+    fig = Figure(figsize=(0.9 * len(images), 2.2))
+    axes = fig.subplots(2, len(images), squeeze=False)
+    for c in range(len(images)):
+        for r, picture in enumerate((images[c], decoded[c])):
+            axes[r, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    axes[1, 0].set_ylabel("recon", fontsize=8)
+    fig.suptitle(f"{title}: reconstructions", fontsize=9)
+    return _save(fig, path)
+
+
+def correlation_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path) -> Path:
+    """Spearman rank correlation between the scores; blank where undefined."""
+    size = 1.5 + 0.5 * len(names)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=-1, vmax=1, cmap="RdBu_r")
+    fig.colorbar(image, ax=ax, label="Spearman ρ")
+    labels = [short(n) for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    if len(names) <= 16:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_title("Rank correlation between scores (over all finished trials)")
+    return _save(fig, path)

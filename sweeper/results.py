@@ -1,0 +1,172 @@
+"""A sweep's trials as one Arrow table, read from MLflow.
+
+Every trial's child run carries its searched values as params, its final
+metrics and its checkpoint folder as a tag, so one paged `search_runs` over
+the sweep's tag returns everything a selection needs: no per-run calls, which
+keeps a sweep of thousands of trials to a few seconds.
+
+The table has one row per trial: the columns of `TRIAL_COLUMNS`, then one
+float64 column per metric any trial reported (null where a trial did not).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sweeper.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+# Tag and param names as sweeper.tracking writes them (not imported: that module starts Ray's imports).
+SWEEP_TAG = "sweep_id"
+ROLE_TAG = "sweeper.role"
+TRIAL_TAG = "ray_trial_id"
+CHECKPOINT_TAG = "checkpoint"
+ERROR_TAG = "error"
+SELECTED_TAG = "selected"  # the pick kinds a run was chosen for, written by sweeper.report
+PICK_ROLE_TAG = "role"  # its roles in them
+PAGE_SIZE = 1000  # MLflow's largest page
+SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config name, date and a hex suffix
+
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("run_name", pa.string()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+        ("beta", pa.float64()),
+        ("capacity", pa.float64()),
+        ("seed", pa.int64()),
+        ("latent_dim", pa.int64()),
+        ("checkpoint", pa.string()),
+        ("error", pa.string()),
+        ("selected", pa.string()),
+        ("role", pa.string()),
+    ]
+)
+TRIAL_COLUMNS: tuple[str, ...] = tuple(TRIAL_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class SweepRef:
+    """Where a sweep's runs live: enough to read them and to log to its parent run."""
+
+    sweep_id: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    folder: Path | None  # the sweep folder, when it is on this machine
+
+
+def locate_sweep(sweep: str, storage: Path, tracking_uri: str | None = None) -> SweepRef:
+    """The sweep from its folder's sweep.json, or, given a tracking URI, from its parent run's tag."""
+    if tracking_uri is None:
+        from sweeper.state import find_sweep, read_record
+
+        folder = find_sweep(sweep, storage)
+        record = read_record(folder)
+        return SweepRef(record.sweep_id, record.tracking_uri, record.experiment_id, record.parent_run_id, folder)
+    from sweeper.tracking import connect
+
+    client = connect(tracking_uri)
+    parent = _find_parent_run(client, sweep)
+    folder = storage / sweep
+    return SweepRef(
+        sweep, tracking_uri, parent.info.experiment_id, parent.info.run_id, folder if folder.is_dir() else None
+    )
+
+
+def _find_parent_run(client: MlflowClient, sweep_id: str) -> Run:
+    if not SWEEP_ID.match(sweep_id):  # also keeps the filter string well-formed
+        raise EnvironmentProblem(f"no sweep {sweep_id!r}: sweep ids are made of letters, digits, '_', '.' and '-'")
+    experiment_ids = [e.experiment_id for e in _all_pages(lambda token: client.search_experiments(page_token=token))]
+    query = f"tags.{SWEEP_TAG} = '{sweep_id}' and tags.`{ROLE_TAG}` = 'sweep'"
+    found = client.search_runs(experiment_ids, filter_string=query, max_results=1) if experiment_ids else []
+    if not found:
+        raise EnvironmentProblem(f"no sweep {sweep_id!r} in the tracking store {client.tracking_uri}")
+    return found[0]
+
+
+def _all_pages(fetch) -> Iterable:
+    """Every item of a paged MLflow search; `fetch(token)` returns one page."""
+    token = None
+    while True:
+        page = fetch(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def trial_runs(client: MlflowClient, ref: SweepRef) -> list[Run]:
+    """Every trial run of the sweep, page by page, with its final metrics, params and tags."""
+    query = f"tags.{SWEEP_TAG} = '{ref.sweep_id}' and tags.`{ROLE_TAG}` = 'trial'"
+    return list(
+        _all_pages(
+            lambda token: client.search_runs(
+                [ref.experiment_id], filter_string=query, max_results=PAGE_SIZE, page_token=token
+            )
+        )
+    )
+
+
+def _natural_key(name: str) -> list:
+    """`kl/2` before `kl/10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _number(text: str | None, kind: type) -> float | int | None:
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def runs_table(runs: Iterable[Run]) -> pa.Table:
+    """One row per run; columns `TRIAL_COLUMNS` then every metric (float64, null where not reported)."""
+    rows: dict[str, list] = {name: [] for name in TRIAL_COLUMNS}
+    metrics: list[dict[str, float]] = []
+    for run in runs:
+        params, tags = run.data.params, run.data.tags
+        rows["run_id"].append(run.info.run_id)
+        rows["run_name"].append(run.info.run_name)
+        rows["trial_id"].append(tags.get(TRIAL_TAG))
+        rows["status"].append(run.info.status)
+        rows["beta"].append(_number(params.get("beta"), float))
+        rows["capacity"].append(_number(params.get("capacity"), float))
+        rows["seed"].append(_number(params.get("seed"), int))
+        rows["latent_dim"].append(_number(params.get("model.latent_dim"), int))
+        rows["checkpoint"].append(tags.get(CHECKPOINT_TAG))
+        rows["error"].append(tags.get(ERROR_TAG))
+        rows["selected"].append(tags.get(SELECTED_TAG))
+        rows["role"].append(tags.get(PICK_ROLE_TAG))
+        metrics.append(run.data.metrics)
+    columns = [pa.array(rows[field.name], field.type) for field in TRIAL_SCHEMA]
+    names = sorted({key for m in metrics for key in m}, key=_natural_key)
+    columns += [pa.array([m.get(name) for m in metrics], pa.float64()) for name in names]
+    table = pa.Table.from_arrays(columns, names=list(TRIAL_COLUMNS) + names)
+    return table.sort_by([("beta", "ascending"), ("capacity", "ascending"), ("seed", "ascending")])
+
+
+def read_results(client: MlflowClient, ref: SweepRef) -> pa.Table:
+    return runs_table(trial_runs(client, ref))
+
+
+def metric_names(table: pa.Table) -> list[str]:
+    """The metric columns of a results table, in their natural order."""
+    return [name for name in table.column_names if name not in TRIAL_COLUMNS]
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path

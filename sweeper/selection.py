@@ -1,0 +1,377 @@
+"""Picks and statistics over a sweep's results table: the beta trade-off and the seed sensitivity.
+
+Pure functions: an Arrow table (as `sweeper.results` reads it) or numpy arrays
+in, numbers, tables and picks out; no MLflow, no files. A configuration is one
+combination of the searched values (beta, C_max); its trials differ only in
+the seed.
+
+Definitions, chosen so that every pick is deterministic:
+- Median seed: sort a configuration's trials by (score, seed); with an odd
+  count the middle one, with an even count the one of the two middle trials
+  that has the lower seed. It is always a trial that exists, never an average.
+- Best and worst seed: the highest and lowest score (for `maximize=False`, the
+  other way round); ties go to the lower seed.
+- Pareto front: configurations whose median reconstruction and median score
+  no other configuration beats in both (lower recon, better score) with at
+  least one strictly.
+- Eta squared: the one-way ANOVA share of a score's variance between
+  configurations, SS_between / SS_total; 1 - eta squared is left to the seed.
+Trials without a value of the score in question take no part in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.stats
+
+from sweeper.errors import ConfigError
+from sweeper.results import metric_names
+
+CONFIG_COLUMNS = ("beta", "capacity")
+FINISHED = "FINISHED"
+RECON = "recon"
+UDR = "udr"  # the column sweeper.udr adds: each trial's UDR among its configuration's seeds
+SCORE_PREFIX = "disent/"
+
+# Pick kinds and the roles a run plays in them, as tagged on the runs.
+BETA_TRADEOFF = "beta_tradeoff"
+SEED_SENSITIVITY = "seed_sensitivity"
+UDR_RANKING = "udr_ranking"
+MEDIAN_SEED, BEST_SEED, WORST_SEED, PARETO, TOP_UDR = "median_seed", "best_seed", "worst_seed", "pareto", "top_udr"
+STAT_NAMES = ("mean", "median", "std", "min", "max")
+
+
+class UnknownScore(ConfigError):
+    """The score to select by was reported by no finished trial (exit code 2: a wrong argument)."""
+
+
+@dataclass(frozen=True)
+class Pick:
+    kind: str
+    role: str
+    run_id: str
+    beta: float
+    capacity: float
+    seed: int
+    value: float  # the score the pick was made by
+
+
+@dataclass(frozen=True)
+class Picks:
+    """Every pick of one selection, with the score it was made by."""
+
+    by: str
+    items: tuple[Pick, ...]
+
+    def of(self, kind: str, role: str | None = None) -> list[Pick]:
+        return [p for p in self.items if p.kind == kind and (role is None or p.role == role)]
+
+    def run_ids(self) -> list[str]:
+        """Every picked run once, in the order of the picks."""
+        return list(dict.fromkeys(p.run_id for p in self.items))
+
+    def tags(self) -> dict[str, dict[str, str]]:
+        """run id -> its `selected` and `role` tags: comma-joined kinds and roles, in a stable order."""
+        kinds: dict[str, list[str]] = {}
+        roles: dict[str, list[str]] = {}
+        for p in self.items:
+            kinds.setdefault(p.run_id, [])
+            roles.setdefault(p.run_id, [])
+            if p.kind not in kinds[p.run_id]:
+                kinds[p.run_id].append(p.kind)
+            if p.role not in roles[p.run_id]:
+                roles[p.run_id].append(p.role)
+        return {run: {"selected": ",".join(kinds[run]), "role": ",".join(roles[run])} for run in kinds}
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def finished(table: pa.Table) -> pa.Table:
+    """The trials that ran to the end; failed and unfinished ones are reported, never picked."""
+    return table.filter(pc.equal(table["status"], FINISHED))
+
+
+def column(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64 numpy, NaN where null."""
+    return table[name].to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def configurations(table: pa.Table) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """The distinct (beta, C_max) in ascending order, and each row's index into them."""
+    keys = np.column_stack([column(table, c) for c in CONFIG_COLUMNS])
+    unique, labels = np.unique(keys, axis=0, return_inverse=True)
+    return [tuple(map(float, key)) for key in unique], labels.reshape(-1)
+
+
+def score_names(table: pa.Table) -> list[str]:
+    """What the analyses compare: reconstruction, KL, every disentanglement score and UDR, if present."""
+    names = metric_names(table)
+    return [n for n in names if n in ("recon", "kl")] + [n for n in names if n.startswith(SCORE_PREFIX)] + (
+        [UDR] if UDR in names else []
+    )
+
+
+def require_score(table: pa.Table, score: str) -> None:
+    """Refuse a score that no trial of `table` reported, naming the ones that were."""
+    if score in table.column_names and table[score].null_count < table.num_rows:
+        return
+    known = [n for n in score_names(table) if table[n].null_count < table.num_rows]
+    raise UnknownScore(f"no finished trial reported {score!r}; scores reported: {', '.join(known) or 'none'}")
+
+
+# -- seed statistics ----------------------------------------------------------------------
+
+
+def seed_statistics(table: pa.Table, metrics: Sequence[str] | None = None) -> pa.Table:
+    """Per configuration and metric: the number of seeds with a value, mean, median, std (ddof 1), min, max.
+
+    Long format, one row per (configuration, metric) with at least one value;
+    std is null for a single seed.
+    """
+    keys, labels = configurations(table)
+    metrics = list(metrics) if metrics is not None else metric_names(table)
+    out: dict[str, list] = {"beta": [], "capacity": [], "metric": [], "n": []}
+    out.update({stat: [] for stat in STAT_NAMES})
+    for name in metrics:
+        values = column(table, name)
+        for index, (beta, capacity) in enumerate(keys):
+            v = values[labels == index]
+            v = v[np.isfinite(v)]
+            if v.size == 0:
+                continue
+            stats = (v.mean(), np.median(v), v.std(ddof=1) if v.size > 1 else None, v.min(), v.max())
+            for key, value in zip(("beta", "capacity", "metric", "n") + STAT_NAMES, (beta, capacity, name, v.size) + stats):
+                out[key].append(value)
+    types = {"beta": pa.float64(), "capacity": pa.float64(), "metric": pa.string(), "n": pa.int64()}
+    return pa.table({key: pa.array(values, types.get(key, pa.float64())) for key, values in out.items()})
+
+
+# -- picks within a configuration ---------------------------------------------------------
+
+
+def median_index(scores: np.ndarray, seeds: np.ndarray) -> int:
+    """Position of the median seed (see the module docstring) among finite `scores`."""
+    order = _ordered(scores, seeds)
+    n = order.size
+    if n == 0:
+        raise ValueError("no finite score to take the median of")
+    if n % 2:
+        return int(order[n // 2])
+    low, high = order[n // 2 - 1], order[n // 2]
+    return int(low if seeds[low] <= seeds[high] else high)
+
+
+def best_index(scores: np.ndarray, seeds: np.ndarray, maximize: bool = True) -> int:
+    """Position of the best finite score; ties go to the lower seed."""
+    return _extreme(scores, seeds, highest=maximize)
+
+
+def worst_index(scores: np.ndarray, seeds: np.ndarray, maximize: bool = True) -> int:
+    """Position of the worst finite score; ties go to the lower seed."""
+    return _extreme(scores, seeds, highest=not maximize)
+
+
+def _ordered(scores: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Positions of the finite scores sorted by (score, seed)."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    return finite[np.lexsort((seeds[finite], scores[finite]))]
+
+
+def _extreme(scores: np.ndarray, seeds: np.ndarray, highest: bool) -> int:
+    finite = np.flatnonzero(np.isfinite(scores))
+    if finite.size == 0:
+        raise ValueError("no finite score to pick from")
+    target = scores[finite].max() if highest else scores[finite].min()
+    tied = finite[scores[finite] == target]
+    return int(tied[np.argmin(seeds[tied])])
+
+
+# -- across configurations ----------------------------------------------------------------
+
+
+def pareto_front(recon: np.ndarray, score: np.ndarray, maximize: bool = True) -> np.ndarray:
+    """Mask of the points no other point beats in both: lower-or-equal recon and better-or-equal score,
+    one of them strictly. Points with a NaN are never on the front and beat nothing."""
+    recon = np.asarray(recon, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64) * (1 if maximize else -1)
+    ok = np.isfinite(recon) & np.isfinite(score)
+    r, s = recon[ok], score[ok]
+    no_worse = (r[:, None] <= r[None, :]) & (s[:, None] >= s[None, :])  # [j, i]: j is no worse than i
+    better = (r[:, None] < r[None, :]) | (s[:, None] > s[None, :])
+    dominated = (no_worse & better).any(axis=0)
+    mask = np.zeros(recon.shape, dtype=bool)
+    mask[np.flatnonzero(ok)] = ~dominated
+    return mask
+
+
+def eta_squared(values: np.ndarray, labels: np.ndarray) -> float:
+    """One-way ANOVA share of variance between groups, SS_between / SS_total, over finite values.
+
+    NaN where it says nothing: fewer than two groups, no group with two values
+    (nothing is left to the seed), or no variance at all.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(values)
+    v, g = values[ok], np.asarray(labels)[ok]
+    groups, g = np.unique(g, return_inverse=True)
+    if groups.size < 2 or v.size - groups.size < 1:
+        return float("nan")
+    total = ((v - v.mean()) ** 2).sum()
+    if total <= 0:
+        return float("nan")
+    counts = np.bincount(g)
+    means = np.bincount(g, weights=v) / counts
+    between = (counts * (means - v.mean()) ** 2).sum()
+    return float(between / total)
+
+
+def variance_shares(table: pa.Table, scores: Sequence[str]) -> pa.Table:
+    """Per score: eta squared (the configuration's share of its variance) and the share left to the seed."""
+    _, labels = configurations(table)
+    etas = [eta_squared(column(table, s), labels) for s in scores]
+    return pa.table(
+        {
+            "metric": pa.array(list(scores), pa.string()),
+            "configuration_share": pa.array(etas, pa.float64(), from_pandas=True),
+            "seed_share": pa.array([1 - e for e in etas], pa.float64(), from_pandas=True),
+        }
+    )
+
+
+def rank_correlations(table: pa.Table, scores: Sequence[str]) -> np.ndarray:
+    """Spearman correlation of every pair of scores over the trials that reported both; NaN when undefined
+    (fewer than 3 such trials, or a constant score)."""
+    values = [column(table, s) for s in scores]
+    n = len(scores)
+    matrix = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(i, n):
+            ok = np.isfinite(values[i]) & np.isfinite(values[j])
+            a, b = values[i][ok], values[j][ok]
+            if ok.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0:
+                matrix[i, j] = matrix[j, i] = scipy.stats.spearmanr(a, b).statistic
+    return matrix
+
+
+# -- the picks ----------------------------------------------------------------------------
+
+
+def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
+    """Every pick over the finished trials of `table` by the score `by`.
+
+    - beta trade-off: each configuration's median-seed run; those of the
+      configurations on the Pareto front of median recon vs median score also
+      get the role `pareto`;
+    - seed sensitivity: each configuration's best, median and worst seed;
+    - UDR ranking (when the table has a `udr` column): each configuration's
+      seed with the highest UDR.
+    """
+    table = finished(table)
+    require_score(table, by)
+    keys, labels = configurations(table)
+    run_ids = table["run_id"].to_pylist()
+    seeds, score, recon, udr = (_optional(table, name) for name in ("seed", by, RECON, UDR))
+
+    def pick(kind: str, role: str, row: int, values: np.ndarray) -> Pick:
+        beta, capacity = keys[labels[row]]
+        return Pick(kind, role, run_ids[row], beta, capacity, int(seeds[row]), float(values[row]))
+
+    tradeoff, sensitivity, ranking = [], [], []
+    candidates, recon_medians, score_medians = [], [], []  # per configuration with a score
+    for index in range(len(keys)):
+        rows = np.flatnonzero(labels == index)
+        if np.isfinite(udr[rows]).any():
+            ranking.append(pick(UDR_RANKING, TOP_UDR, rows[best_index(udr[rows], seeds[rows])], udr))
+        if not np.isfinite(score[rows]).any():
+            continue
+        median = rows[median_index(score[rows], seeds[rows])]
+        tradeoff.append(pick(BETA_TRADEOFF, MEDIAN_SEED, median, score))
+        sensitivity += [
+            pick(SEED_SENSITIVITY, BEST_SEED, rows[best_index(score[rows], seeds[rows], maximize)], score),
+            pick(SEED_SENSITIVITY, MEDIAN_SEED, median, score),
+            pick(SEED_SENSITIVITY, WORST_SEED, rows[worst_index(score[rows], seeds[rows], maximize)], score),
+        ]
+        candidates.append(median)
+        recon_medians.append(_nan_median(recon[rows]))
+        score_medians.append(_nan_median(score[rows]))
+    front = pareto_front(np.array(recon_medians), np.array(score_medians), maximize)
+    pareto = [pick(BETA_TRADEOFF, PARETO, candidates[i], score) for i in np.flatnonzero(front)]
+    return Picks(by, tuple(tradeoff + pareto + sensitivity + ranking))
+
+
+def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
+    """The beta trade-off, one row per configuration: seeds, median recon and score, its median-seed
+    run, and whether it is on the Pareto front."""
+    table = finished(table)
+    keys, labels = configurations(table)
+    score, recon = _optional(table, picks.by), _optional(table, RECON)
+    medians = {(p.beta, p.capacity): p for p in picks.of(BETA_TRADEOFF, MEDIAN_SEED)}
+    front = {p.run_id for p in picks.of(BETA_TRADEOFF, PARETO)}
+    rows = []
+    for index, key in enumerate(keys):
+        members = labels == index
+        median = medians.get(key)
+        rows.append(
+            {
+                "beta": key[0],
+                "capacity": key[1],
+                "seeds": int(members.sum()),
+                "recon_median": _nan_median(recon[members]),
+                "score_median": _nan_median(score[members]),
+                "median_seed": median.seed if median else None,
+                "median_run_id": median.run_id if median else None,
+                "pareto": median is not None and median.run_id in front,
+            }
+        )
+    return pa.Table.from_pylist(rows)
+
+
+def _optional(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column, or all NaN when the table has none of that name."""
+    return column(table, name) if name in table.column_names else np.full(table.num_rows, np.nan)
+
+
+def _nan_median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+# -- the picks as tables ------------------------------------------------------------------
+
+
+def picks_table(picks: Picks, kind: str | None = None) -> pa.Table:
+    """The picks (of one kind, or all) as rows: kind, role, beta, C_max, seed, value, run id."""
+    items = [p for p in picks.items if kind is None or p.kind == kind]
+    return pa.Table.from_pylist(
+        [{"kind": p.kind, "role": p.role, "beta": p.beta, "capacity": p.capacity, "seed": p.seed, "value": p.value, "run_id": p.run_id} for p in items],
+        schema=pa.schema([("kind", pa.string()), ("role", pa.string()), ("beta", pa.float64()), ("capacity", pa.float64()), ("seed", pa.int64()), ("value", pa.float64()), ("run_id", pa.string())]),
+    )
+
+
+def seed_table(picks: Picks) -> pa.Table:
+    """The seed sensitivity, one row per configuration: best, median and worst seed with their scores,
+    and the spread between best and worst."""
+    rows: dict[tuple[float, float], dict] = {}
+    for p in picks.of(SEED_SENSITIVITY):
+        row = rows.setdefault((p.beta, p.capacity), {"beta": p.beta, "capacity": p.capacity})
+        prefix = p.role.removesuffix("_seed")
+        row[f"{prefix}_seed"], row[prefix] = p.seed, p.value
+    for row in rows.values():
+        row["spread"] = abs(row["best"] - row["worst"])
+    return pa.Table.from_pylist(list(rows.values()))
+
+
+def with_picks(table: pa.Table, picks: Picks) -> pa.Table:
+    """The table with its `selected` and `role` columns set to these picks (null for runs not picked)."""
+    tags = picks.tags()
+    run_ids = table["run_id"].to_pylist()
+    for name in ("selected", "role"):
+        values = pa.array([tags.get(run, {}).get(name) for run in run_ids], pa.string())
+        table = table.set_column(table.column_names.index(name), name, values)
+    return table

@@ -1,0 +1,68 @@
+"""UDR for a sweep: each trial ranked by how consistently its configuration's seeds learned the same latents.
+
+A user without ground-truth factors can still choose a model this way
+(Duan et al. 2020): every finished trial's checkpoint encodes one shared set of
+observations, and within each configuration every seed is scored against the
+other seeds (`trainables.metrics.udr`). A trial whose checkpoint is gone, or a
+configuration left with fewer than two models, gets no UDR and a line in
+`problems`, so the rest of the report is still made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from sweeper.models import OBSERVATION_SEED, OBSERVATIONS, MissingCheckpoint, encode, load_model, observation_set
+from sweeper.selection import UDR, configurations, finished
+from trainables.metrics.udr import udr_scores
+
+
+@dataclass
+class SweepUdr:
+    by_run: dict[str, float] = field(default_factory=dict)  # run id -> UDR
+    problems: list[str] = field(default_factory=list)
+
+
+def sweep_udr(
+    table: pa.Table, observations: int = OBSERVATIONS, seed: int = OBSERVATION_SEED, method: str = "spearman"
+) -> SweepUdr:
+    """The UDR of every finished trial among the other seeds of its configuration, from the checkpoints."""
+    table = finished(table)
+    images = observation_set(observations, seed)
+    encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    problems = []
+    for row in table.select(["run_id", "beta", "capacity", "seed", "checkpoint"]).to_pylist():
+        try:
+            encoded[row["run_id"]] = encode(load_model(row["checkpoint"]), images)
+        except MissingCheckpoint as exc:
+            problems.append(f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']}): {exc}")
+    found = udr_within_configurations(table, encoded, method)
+    return SweepUdr(found.by_run, problems + found.problems)
+
+
+def udr_within_configurations(
+    table: pa.Table, encoded: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "spearman"
+) -> SweepUdr:
+    """UDR of each encoded run (run id -> (codes, KL per latent)) among its configuration's encoded runs."""
+    keys, labels = configurations(table)
+    run_ids = table["run_id"].to_pylist()
+    out = SweepUdr()
+    for index, (beta, capacity) in enumerate(keys):
+        members = [run_ids[row] for row in np.flatnonzero(labels == index) if run_ids[row] in encoded]
+        if len(members) < 2:
+            out.problems.append(f"beta={beta:g} C={capacity:g}: {len(members)} model(s) to compare, UDR needs 2")
+            continue
+        codes, kls = zip(*(encoded[run] for run in members))
+        out.by_run.update(zip(members, map(float, udr_scores(codes, kls, method=method))))
+    return out
+
+
+def with_udr(table: pa.Table, udr: SweepUdr) -> pa.Table:
+    """The table with a `udr` column (null for trials without one), replacing any earlier one."""
+    values = pa.array([udr.by_run.get(run) for run in table["run_id"].to_pylist()], pa.float64())
+    if UDR in table.column_names:
+        table = table.drop_columns([UDR])
+    return table.append_column(UDR, values)
