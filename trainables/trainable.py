@@ -35,9 +35,12 @@ def train(config: dict[str, Any]) -> None:
     settings = TrialSettings.model_validate(config["settings"])
     trainer = Trainer(settings, beta=config["beta"], capacity=config["capacity"], seed=trial_seed(config))
     checkpoint = tune.get_checkpoint()
+    restored: dict[str, int] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load(folder)
+        # Reported with every later result, so a resumed trial says so in MLflow.
+        restored["restored_from_step"] = trainer.step
 
     training, eval_settings = settings.training, settings.eval
     last = training.steps
@@ -48,6 +51,7 @@ def train(config: dict[str, Any]) -> None:
         )
         metrics: dict[str, Any] = trainer.train(stop - trainer.step)
         metrics["step"] = trainer.step
+        metrics.update(restored)
         if eval_settings.metrics and (trainer.step % eval_settings.every == 0 or trainer.step == last):
             metrics.update(evaluate(trainer.model, trainer.dataset, eval_settings, trainer.eval_rng()))
         if trainer.step % training.checkpoint_every == 0 or trainer.step == last:

@@ -1,0 +1,90 @@
+"""A driver killed with SIGKILL mid-sweep, then `sweeper resume`: nothing lost, nothing twice."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.sweep
+
+STEPS, REPORT, CHECKPOINT = 120, 20, 40
+ARGS = [
+    "--set", "search.beta=[1.0, 8.0]", "--set", "search.seeds=2",
+    "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
+    "--set", f"training.checkpoint_every={CHECKPOINT}",
+    "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
+]
+
+
+def trial_states(db: Path) -> list[tuple[str, str | None]]:
+    """(status, checkpoint tag) of every trial run, read straight from the store without locking it."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            rows = conn.execute(
+                "select r.status, (select value from tags t where t.run_uuid = r.run_uuid and t.key = 'checkpoint') "
+                "from runs r join tags role on role.run_uuid = r.run_uuid "
+                "where role.key = 'sweeper.role' and role.value = 'trial'"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # tables not created yet
+    return rows
+
+
+def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *ARGS],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    db = tmp_path / "mlflow.db"
+    deadline = time.monotonic() + 600
+    try:
+        # Kill once a trial has finished and another is running with a checkpoint behind it.
+        while time.monotonic() < deadline:
+            states = trial_states(db)
+            finished = [s for s, _ in states if s == "FINISHED"]
+            running_with_checkpoint = [s for s, c in states if s == "RUNNING" and c]
+            if finished and running_with_checkpoint:
+                # Tune writes its experiment state at most every 10 s: let it record that checkpoint.
+                time.sleep(12)
+                break
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(1)
+        else:
+            pytest.fail("no trial finished within the time limit")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweeper", "resume", sweep_dir.name],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4  # one run per trial, none opened twice
+    assert len({r.data.tags["ray_trial_id"] for r in children}) == 4
+    restored = 0
+    for run in children:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert steps == list(range(REPORT, STEPS + 1, REPORT))  # continuous, no step twice
+        if "restored_from_step" in run.data.metrics:
+            restored += 1
+            assert run.data.metrics["restored_from_step"] % CHECKPOINT == 0
+    assert restored >= 1  # the trial that was running resumed from its checkpoint
