@@ -154,7 +154,7 @@ def report(
         client = connect(ref.tracking_uri)
         chosen = select_and_tag(client, ref, by, maximize=mode == "max")
         print_selection(chosen, typer.echo)
-        files = write_report(client, chosen, out or report_folder(ref), typer.echo)
+        page = write_report(client, chosen, out or report_folder(ref), typer.echo)
     except SweeperError as exc:
         _fail(exc)
-    typer.echo(f"report: {files['html']}")
+    typer.echo(f"report: {page}")

@@ -24,8 +24,6 @@ from sweeper.results import PICK_ROLE_TAG, SELECTED_TAG, SweepRef, read_results
 from sweeper.selection import Picks
 
 SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current picks were made by
-REPORT_ARTIFACTS = "report"
-RECONSTRUCTED = 8  # observations shown with their reconstructions
 
 
 @dataclass
@@ -35,7 +33,6 @@ class Selection:
     ref: SweepRef
     table: pa.Table
     picks: Picks
-    maximize: bool
     problems: list[str] = field(default_factory=list)
 
 
@@ -51,9 +48,7 @@ def trial_problems(table: pa.Table) -> list[str]:
     return lines
 
 
-def select_and_tag(
-    client: MlflowClient, ref: SweepRef, by: str, maximize: bool = True, udr: bool = True
-) -> Selection:
+def select_and_tag(client: MlflowClient, ref: SweepRef, by: str, maximize: bool = True, udr: bool = True) -> Selection:
     """Read the sweep, compute UDR, pick, and write the picks as tags on the runs."""
     table = read_results(client, ref)
     if table.num_rows == 0:
@@ -64,7 +59,8 @@ def select_and_tag(
         raise EnvironmentProblem(
             f"sweep {ref.sweep_id}: none of its {table.num_rows} trials has finished ({statuses}); nothing to select"
         )
-    selection.require_score(done, by)
+    if by != selection.UDR:
+        selection.require_score(done, by)  # before any checkpoint is read: a mistyped score fails at once
     problems = trial_problems(table)
     if udr:
         from sweeper.udr import sweep_udr, with_udr
@@ -73,11 +69,11 @@ def select_and_tag(
         table = with_udr(table, scores)
         problems += [f"UDR: {line}" for line in scores.problems]
     picks = selection.select(table, by, maximize)
-    write_tags(client, ref, table, picks, maximize)
-    return Selection(ref, selection.with_picks(table, picks), picks, maximize, problems)
+    write_tags(client, ref, table, picks)
+    return Selection(ref, selection.with_picks(table, picks), picks, problems)
 
 
-def write_tags(client: MlflowClient, ref: SweepRef, table: pa.Table, picks: Picks, maximize: bool) -> None:
+def write_tags(client: MlflowClient, ref: SweepRef, table: pa.Table, picks: Picks) -> None:
     """Tag the picked runs, untag the runs an earlier selection picked, and touch no run whose tags stand."""
     wanted = picks.tags()
     current = {
@@ -92,7 +88,7 @@ def write_tags(client: MlflowClient, ref: SweepRef, table: pa.Table, picks: Pick
             for key, value in tags.items():
                 if value is not None:
                     client.delete_tag(run, key)
-    client.set_tag(ref.parent_run_id, SELECTED_BY_TAG, f"{picks.by} ({'max' if maximize else 'min'})")
+    client.set_tag(ref.parent_run_id, SELECTED_BY_TAG, f"{picks.by} ({'max' if picks.maximize else 'min'})")
 
 
 def text_table(caption: str, table: pa.Table) -> str:
@@ -115,13 +111,18 @@ def text_table(caption: str, table: pa.Table) -> str:
 def print_selection(chosen: Selection, echo: Callable[[str], None] = print) -> None:
     """The picks as the terminal shows them, then what was left out."""
     picks, done = chosen.picks, selection.finished(chosen.table)
-    echo(text_table(f"beta trade-off by {picks.by}: median seed of each configuration", selection.configuration_summary(done, picks)))
+    echo(
+        text_table(
+            f"beta trade-off by {picks.by}: median seed of each configuration",
+            selection.configuration_summary(done, picks),
+        )
+    )
     echo("")
     echo(text_table(f"seed sensitivity by {picks.by}", selection.seed_table(picks)))
-    ranking = selection.picks_table(picks, selection.UDR_RANKING)
+    ranking = selection.picks_table(picks, selection.UDR_RANKING).drop_columns(["kind", "role"])
     if ranking.num_rows:
         echo("")
-        echo(text_table("unsupervised ranking: top UDR seed of each configuration", ranking.drop_columns(["kind", "role"])))
+        echo(text_table("unsupervised ranking: top UDR seed of each configuration", ranking))
     for line in chosen.problems:
         echo(f"note: {line}")
-    echo(f"tagged {len(picks.run_ids())} runs: filter with tags.selected LIKE '%{selection.BETA_TRADEOFF}%' (or another kind)")
+    echo(f"tagged {len(picks.runs())} runs; in MLflow: tags.{SELECTED_TAG} LIKE '%{selection.BETA_TRADEOFF}%'")

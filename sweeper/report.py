@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +20,16 @@ import pyarrow as pa
 from mlflow.tracking import MlflowClient
 
 from sweeper import plots, selection
+from sweeper.errors import EnvironmentProblem
 from sweeper.picking import Selection
 from sweeper.report_html import Section, render
-from sweeper.results import PICK_ROLE_TAG, SweepRef, write_parquet
-from sweeper.selection import Picks
+from sweeper.results import PICK_ROLE_TAG, SweepRef, metric_names, write_parquet
+from sweeper.selection import Pick, Picks
 
 REPORT_ARTIFACTS = "report"
 RECONSTRUCTED = 8  # observations shown with their reconstructions
+SWEEP_TERMS = ("recon", "kl")  # in the rate-distortion figure; the score panels show the rest
+KL_LATENT = re.compile(r"kl/\d+")
 
 
 def report_folder(ref: SweepRef) -> Path:
@@ -33,173 +37,177 @@ def report_folder(ref: SweepRef) -> Path:
     return ref.folder / "report" if ref.folder is not None else Path(f"{ref.sweep_id}-report")
 
 
-# -- the report ---------------------------------------------------------------------------
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9=._-]+", "_", text)
-
-
-def model_title(p: selection.Pick, roles: str) -> str:
-    return f"β={p.beta:g} C={p.capacity:g} seed={p.seed} ({roles})"
-
-
-def write_report(
-    client: MlflowClient, chosen: Selection, out: Path, echo: Callable[[str], None] = print
-) -> dict[str, Path]:
-    """Write the Parquet table, every figure and report.html into `out`, and log `out` to the parent run.
-
-    Returns the written files by name.
-    """
+def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Callable[[str], None] = print) -> Path:
+    """Write the Parquet table, every figure and report.html into `out`, log `out` to the parent run,
+    and return the page's path."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("model_*.png"):  # the figures of models an earlier report picked
         stale.unlink()
-    table, picks = chosen.table, chosen.picks
-    problems = list(chosen.problems)
-    done = selection.finished(table)
+    picks, problems = chosen.picks, list(chosen.problems)
+    done = selection.finished(chosen.table)
     scores = selection.score_names(done)
-    disent = [s for s in scores if s.startswith(selection.SCORE_PREFIX)]
-    files: dict[str, Path] = {"results": write_parquet(table, out / "results.parquet")}
-
-    echo("figures: rate-distortion, scores, correlations")
-    files["rate_distortion"] = plots.rate_distortion(table, out / "rate_distortion.png")
-    files["scores"] = plots.scores_vs_beta(table, disent + [n for n in scores if n == selection.UDR], out / "scores_vs_beta.png")
     correlations = selection.rank_correlations(done, scores)
-    files["correlations"] = plots.correlation_heatmap(scores, correlations, out / "score_correlations.png")
-    files["kl"] = _kl_heatmap(done, picks, out / "kl_per_latent.png")
-    model_figures = _model_figures(done, picks, out, problems, echo)
-    files.update(model_figures)
+    write_parquet(chosen.table, out / "results.parquet")
 
-    sections = _sections(chosen, done, scores, correlations, files, model_figures)
-    html = render(
-        title=f"Sweep {chosen.ref.sweep_id}",
-        facts=_facts(chosen, table),
-        problems=problems,
-        sections=sections,
+    echo("figures: rate-distortion, scores, correlations, KL per latent")
+    figures = {
+        "rate_distortion": plots.rate_distortion(done, out / "rate_distortion.png"),
+        "scores": plots.scores_vs_beta(done, [s for s in scores if s not in SWEEP_TERMS], out / "scores_vs_beta.png"),
+        "correlations": plots.correlation_heatmap(scores, correlations, out / "score_correlations.png"),
+        "kl": _kl_heatmap(done, picks, out / "kl_per_latent.png"),
+    }
+    models = _model_figures(done, picks, out, problems, echo)
+    page = render(
+        f"Sweep {chosen.ref.sweep_id}",
+        _facts(chosen),
+        problems,
+        _sections(picks, done, scores, correlations, figures, models),
     )
-    files["html"] = out / "report.html"
-    files["html"].write_text(html, encoding="utf-8")
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
     echo(f"logging {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/")
-    client.log_artifacts(chosen.ref.parent_run_id, str(out), artifact_path=REPORT_ARTIFACTS)
-    return files
+    try:
+        client.log_artifacts(chosen.ref.parent_run_id, str(out), artifact_path=REPORT_ARTIFACTS)
+    except Exception as exc:  # noqa: BLE001 - any artifact store failure: the report itself is written
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EnvironmentProblem(f"report written to {path}, but not logged to the parent run: {reason}") from exc
+    return path
+
+
+def _kl_names(table: pa.Table) -> list[str]:
+    """The per-latent KL metrics, kl/0 .. kl/D-1."""
+    return [name for name in metric_names(table) if KL_LATENT.fullmatch(name)]
+
+
+def model_title(pick: Pick, roles: str) -> str:
+    return f"β={pick.beta:g} C={pick.capacity:g} seed={pick.seed} ({roles})"
 
 
 def _kl_heatmap(done: pa.Table, picks: Picks, path: Path) -> Path:
     """KL per latent of every picked run, from the final `kl/<i>` metrics each trial reported."""
-    latents = sorted(
-        (int(n.split("/")[1]) for n in done.column_names if re.fullmatch(r"kl/\d+", n)),
-    )
-    rows = {r["run_id"]: r for r in done.select(["run_id"] + [f"kl/{i}" for i in latents]).to_pylist()}
+    names = _kl_names(done)
+    rows = {row["run_id"]: row for row in done.select(["run_id", *names]).to_pylist()}
     roles = picks.tags()
-    first = {p.run_id: p for p in reversed(picks.items)}
-    run_ids = sorted(picks.run_ids(), key=lambda run: (first[run].beta, first[run].capacity, first[run].seed))
-    kl = np.array([[rows[run][f"kl/{i}"] for i in latents] for run in run_ids], dtype=np.float64)
-    labels = [model_title(first[run], roles[run][PICK_ROLE_TAG]) for run in run_ids]
+    runs = sorted(picks.runs().items(), key=lambda item: (item[1].beta, item[1].capacity, item[1].seed))
+    kl = np.array([[rows[run][name] for name in names] for run, _ in runs], dtype=np.float64)
+    labels = [model_title(pick, roles[run][PICK_ROLE_TAG]) for run, pick in runs]
     return plots.kl_per_latent(kl, labels, path)
 
 
 def _model_figures(
     done: pa.Table, picks: Picks, out: Path, problems: list[str], echo: Callable[[str], None]
-) -> dict[str, Path]:
-    """Traversals and reconstructions of every picked model, decoded from its checkpoint."""
+) -> list[Path]:
+    """Traversals and reconstructions of every picked model, decoded from its checkpoint; latents in
+    the order of the KL the trial reported. A missing checkpoint is added to `problems`."""
     from sweeper.models import MissingCheckpoint, encode, load_model, observation_set
 
-    images = observation_set()
-    checkpoints = dict(zip(done["run_id"].to_pylist(), done["checkpoint"].to_pylist()))
+    images = observation_set(RECONSTRUCTED)
+    rows = {row["run_id"]: row for row in done.to_pylist()}
     roles = picks.tags()
-    first = {p.run_id: p for p in reversed(picks.items)}
-    figures: dict[str, Path] = {}
-    for run in picks.run_ids():
-        p, title = first[run], model_title(first[run], roles[run][PICK_ROLE_TAG])
+    figures = []
+    for run, pick in picks.runs().items():
+        title = model_title(pick, roles[run][PICK_ROLE_TAG])
         try:
-            model = load_model(checkpoints[run])
+            model = load_model(rows[run]["checkpoint"])
         except MissingCheckpoint as exc:
             problems.append(f"figures of {title} (run {run}): {exc}")
             continue
         echo(f"figures: {title}")
-        codes, kl = encode(model, images)
-        name = _slug(f"beta={p.beta:g}_C={p.capacity:g}_seed={p.seed}_{run[:6]}")
-        figures[f"traversal:{run}"] = plots.traversal(model, codes[0], kl, title, out / f"model_{name}_traversal.png")
-        figures[f"reconstruction:{run}"] = plots.reconstructions(
-            model, images[:RECONSTRUCTED, 0].numpy(), codes[:RECONSTRUCTED], title, out / f"model_{name}_reconstruction.png"
+        codes, _ = encode(model, images)
+        kl = np.array([rows[run].get(f"kl/{d}") for d in range(model.latent_dim)], dtype=np.float64)
+        stem = re.sub(r"[^A-Za-z0-9=._-]+", "_", f"model_beta={pick.beta:g}_C={pick.capacity:g}_seed={pick.seed}")
+        stem += f"_{run[:6]}"  # two optuna configurations may print alike
+        figures.append(plots.traversal(model, codes[0], kl, title, out / f"{stem}_traversal.png"))
+        figures.append(
+            plots.reconstructions(model, images[:, 0].numpy(), codes, title, out / f"{stem}_reconstruction.png")
         )
     return figures
 
 
-def _facts(chosen: Selection, table: pa.Table) -> list[tuple[str, str]]:
-    statuses: dict[str, int] = {}
-    for status in table["status"].to_pylist():
-        statuses[status] = statuses.get(status, 0) + 1
-    ref = chosen.ref
+def _facts(chosen: Selection) -> list[tuple[str, str]]:
+    statuses = Counter(chosen.table["status"].to_pylist())
+    ref, picks = chosen.ref, chosen.picks
     return [
         ("sweep", ref.sweep_id),
-        ("trials", ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))),
-        ("picked by", f"{chosen.picks.by} ({'higher' if chosen.maximize else 'lower'} is better)"),
+        ("trials", ", ".join(f"{n} {status.lower()}" for status, n in sorted(statuses.items()))),
+        ("picked by", f"{picks.by} ({'higher' if picks.maximize else 'lower'} is better)"),
         ("tracking", ref.tracking_uri),
         ("experiment / parent run", f"{ref.experiment_id} / {ref.parent_run_id}"),
         ("made", time.strftime("%Y-%m-%d %H:%M:%S")),
     ]
 
 
+def _pick_rows(picks: Picks, kind: str) -> pa.Table:
+    return selection.picks_table(picks, kind).drop_columns(["kind", "role"])
+
+
+def _udr_correlations(scores: list[str], correlations: np.ndarray) -> pa.Table:
+    """Spearman correlation of UDR with every other score, from the score correlation matrix."""
+    row = scores.index(selection.UDR)
+    others = [i for i, name in enumerate(scores) if name != selection.UDR]
+    return pa.table({"score": [scores[i] for i in others], "spearman": [float(correlations[row, i]) for i in others]})
+
+
 def _sections(
-    chosen: Selection,
+    picks: Picks,
     done: pa.Table,
     scores: list[str],
     correlations: np.ndarray,
-    files: dict[str, Path],
-    model_figures: dict[str, Path],
+    figures: dict[str, Path],
+    models: list[Path],
 ) -> list[Section]:
-    picks = chosen.picks
-    stats_metrics = [n for n in selection.metric_names(done) if not re.fullmatch(r"kl/\d+", n)]
-    udr_section = Section(
+    udr = Section(
         "Unsupervised ranking (UDR)",
-        "Each trial's UDR among the other seeds of its configuration, computed from the checkpoints "
-        "without ground-truth factors; its rank correlation with the supervised scores says how far "
-        "it can stand in for them on this sweep.",
-        tables=[("Top UDR seed of each configuration", selection.picks_table(picks, selection.UDR_RANKING))],
+        "Each trial's UDR among the other seeds of its configuration, computed from the checkpoints without "
+        "ground-truth factors; its rank correlation with the supervised scores says how far it can stand in "
+        "for them on this sweep.",
+        tables=[("Top UDR seed of each configuration", _pick_rows(picks, selection.UDR_RANKING))],
     )
     if selection.UDR in scores:
-        row = scores.index(selection.UDR)
-        udr_section.tables.append(
-            (
-                "Spearman correlation of UDR with each score",
-                pa.table({"score": [s for s in scores if s != selection.UDR], "spearman": [float(correlations[row, i]) for i, s in enumerate(scores) if s != selection.UDR]}),
-            )
-        )
+        udr.tables.append(("Spearman correlation of UDR with each score", _udr_correlations(scores, correlations)))
     else:
-        udr_section.text += " UDR was not computed for this report."
+        udr.text += " No trial has a UDR in this report."
+    kl_names = set(_kl_names(done))
     return [
         Section(
             "β trade-off",
-            "Each configuration's median-seed model by the chosen score; configurations on the Pareto "
-            "front of median reconstruction against median score are marked.",
+            "Each configuration's median-seed model by the chosen score; configurations on the Pareto front of "
+            "median reconstruction against median score are marked.",
             tables=[("Configurations", selection.configuration_summary(done, picks))],
-            images=[files["rate_distortion"], files["scores"]],
+            images=[figures["rate_distortion"], figures["scores"]],
         ),
         Section(
             "Seed sensitivity",
-            "Best, median and worst seed of each configuration by the chosen score; the share of each "
-            "score's variance explained by the configuration (one-way ANOVA η²) and left to the seed; "
-            "and how the scores rank the trials alike.",
+            "Best, median and worst seed of each configuration by the chosen score; the share of each score's "
+            "variance explained by the configuration (one-way ANOVA η²) and left to the seed; and how alike the "
+            "scores rank the trials.",
             tables=[
                 ("Seeds of each configuration", selection.seed_table(picks)),
-                ("Variance explained by the configuration vs left to the seed", selection.variance_shares(done, scores)),
+                (
+                    "Variance explained by the configuration vs left to the seed",
+                    selection.variance_shares(done, scores),
+                ),
             ],
-            images=[files["correlations"]],
+            images=[figures["correlations"]],
         ),
-        udr_section,
+        udr,
         Section(
             "Picked models",
-            "KL per latent of every picked model, then for each one the latents traversed from one "
-            "observation's code and a row of reconstructions, decoded from its checkpoint.",
-            tables=[("All picks (as tagged on the runs)", selection.picks_table(picks))],
-            images=[files["kl"], *model_figures.values()],
+            "KL per latent of every picked model, then for each one its latents traversed from one observation's "
+            "code and a row of reconstructions, decoded from its checkpoint.",
+            tables=[("All picks, as tagged on the runs", selection.picks_table(picks))],
+            images=[figures["kl"], *models],
         ),
         Section(
             "Seed statistics",
-            "Every metric of every configuration over its seeds (std with ddof 1); the full table of "
-            "trials is results.parquet.",
-            tables=[("Per configuration and metric", selection.seed_statistics(done, stats_metrics))],
+            "Every metric of every configuration over its seeds (std with ddof 1); the table of every trial is "
+            "results.parquet.",
+            tables=[
+                (
+                    "Per configuration and metric",
+                    selection.seed_statistics(done, [n for n in metric_names(done) if n not in kl_names]),
+                )
+            ],
             collapsed=True,
         ),
     ]

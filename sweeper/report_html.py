@@ -77,7 +77,7 @@ def render(title: str, facts: list[tuple[str, str]], problems: list[str], sectio
     problems_html = ""
     if problems:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in problems)
-        problems_html = f'<div class="problems"><h2>What is missing</h2><ul>{items}</ul></div>'
+        problems_html = f'<div class="problems"><h2>Notes: what is missing or incomplete</h2><ul>{items}</ul></div>'
     body = "\n".join(section_html(s) for s in sections)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -6,7 +6,10 @@ the sweep's tag returns everything a selection needs: no per-run calls, which
 keeps a sweep of thousands of trials to a few seconds.
 
 The table has one row per trial: the columns of `TRIAL_COLUMNS`, then one
-float64 column per metric any trial reported (null where a trial did not).
+float64 column per metric any trial reported (null where a trial did not). A
+metric named like a trial column is stored as `metric.<name>`: the trainer
+reports the current capacity C(t) as `capacity`, and the `capacity` column is
+the searched C_max.
 """
 
 from __future__ import annotations
@@ -124,11 +127,17 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _number(text: str | None, kind: type) -> float | int | None:
+def _float(text: str | None) -> float | None:
+    """A param as a number; None when the run did not record it (params are strings in MLflow)."""
     try:
-        return kind(float(text)) if kind is int else kind(text)
+        return float(text)
     except (TypeError, ValueError):
         return None
+
+
+def _int(text: str | None) -> int | None:
+    value = _float(text)
+    return None if value is None else int(value)
 
 
 def runs_table(runs: Iterable[Run]) -> pa.Table:
@@ -141,10 +150,10 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
         rows["run_name"].append(run.info.run_name)
         rows["trial_id"].append(tags.get(TRIAL_TAG))
         rows["status"].append(run.info.status)
-        rows["beta"].append(_number(params.get("beta"), float))
-        rows["capacity"].append(_number(params.get("capacity"), float))
-        rows["seed"].append(_number(params.get("seed"), int))
-        rows["latent_dim"].append(_number(params.get("model.latent_dim"), int))
+        rows["beta"].append(_float(params.get("beta")))
+        rows["capacity"].append(_float(params.get("capacity")))
+        rows["seed"].append(_int(params.get("seed")))
+        rows["latent_dim"].append(_int(params.get("model.latent_dim")))
         rows["checkpoint"].append(tags.get(CHECKPOINT_TAG))
         rows["error"].append(tags.get(ERROR_TAG))
         rows["selected"].append(tags.get(SELECTED_TAG))
@@ -153,7 +162,8 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
     columns = [pa.array(rows[field.name], field.type) for field in TRIAL_SCHEMA]
     names = sorted({key for m in metrics for key in m}, key=_natural_key)
     columns += [pa.array([m.get(name) for m in metrics], pa.float64()) for name in names]
-    table = pa.Table.from_arrays(columns, names=list(TRIAL_COLUMNS) + names)
+    renamed = [f"metric.{name}" if name in TRIAL_COLUMNS else name for name in names]
+    table = pa.Table.from_arrays(columns, names=list(TRIAL_COLUMNS) + renamed)
     return table.sort_by([("beta", "ascending"), ("capacity", "ascending"), ("seed", "ascending")])
 
 

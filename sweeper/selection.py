@@ -22,7 +22,7 @@ Trials without a value of the score in question take no part in it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import scipy.stats
 
 from sweeper.errors import ConfigError
-from sweeper.results import metric_names
+from sweeper.results import PICK_ROLE_TAG, SELECTED_TAG, metric_names
 
 CONFIG_COLUMNS = ("beta", "capacity")
 FINISHED = "FINISHED"
@@ -43,7 +43,10 @@ BETA_TRADEOFF = "beta_tradeoff"
 SEED_SENSITIVITY = "seed_sensitivity"
 UDR_RANKING = "udr_ranking"
 MEDIAN_SEED, BEST_SEED, WORST_SEED, PARETO, TOP_UDR = "median_seed", "best_seed", "worst_seed", "pareto", "top_udr"
-STAT_NAMES = ("mean", "median", "std", "min", "max")
+STATISTICS_SCHEMA = pa.schema(
+    [("beta", pa.float64()), ("capacity", pa.float64()), ("metric", pa.string()), ("n", pa.int64())]
+    + [(stat, pa.float64()) for stat in ("mean", "median", "std", "min", "max")]
+)
 
 
 class UnknownScore(ConfigError):
@@ -61,32 +64,45 @@ class Pick:
     value: float  # the score the pick was made by
 
 
+PICK_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("role", pa.string()),
+        ("run_id", pa.string()),
+        ("beta", pa.float64()),
+        ("capacity", pa.float64()),
+        ("seed", pa.int64()),
+        ("value", pa.float64()),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class Picks:
-    """Every pick of one selection, with the score it was made by."""
+    """Every pick of one selection, with the score it was made by and its direction."""
 
     by: str
+    maximize: bool
     items: tuple[Pick, ...]
 
     def of(self, kind: str, role: str | None = None) -> list[Pick]:
         return [p for p in self.items if p.kind == kind and (role is None or p.role == role)]
 
-    def run_ids(self) -> list[str]:
-        """Every picked run once, in the order of the picks."""
-        return list(dict.fromkeys(p.run_id for p in self.items))
+    def runs(self) -> dict[str, Pick]:
+        """Every picked run once, in the order of the picks, with its first pick."""
+        first: dict[str, Pick] = {}
+        for p in self.items:
+            first.setdefault(p.run_id, p)
+        return first
 
     def tags(self) -> dict[str, dict[str, str]]:
-        """run id -> its `selected` and `role` tags: comma-joined kinds and roles, in a stable order."""
-        kinds: dict[str, list[str]] = {}
-        roles: dict[str, list[str]] = {}
+        """run id -> its `selected` and `role` tags: its kinds and its roles, each comma-joined in pick order."""
+        kinds: dict[str, dict[str, None]] = {}
+        roles: dict[str, dict[str, None]] = {}
         for p in self.items:
-            kinds.setdefault(p.run_id, [])
-            roles.setdefault(p.run_id, [])
-            if p.kind not in kinds[p.run_id]:
-                kinds[p.run_id].append(p.kind)
-            if p.role not in roles[p.run_id]:
-                roles[p.run_id].append(p.role)
-        return {run: {"selected": ",".join(kinds[run]), "role": ",".join(roles[run])} for run in kinds}
+            kinds.setdefault(p.run_id, {})[p.kind] = None
+            roles.setdefault(p.run_id, {})[p.role] = None
+        return {run: {SELECTED_TAG: ",".join(kinds[run]), PICK_ROLE_TAG: ",".join(roles[run])} for run in kinds}
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -112,8 +128,10 @@ def configurations(table: pa.Table) -> tuple[list[tuple[float, float]], np.ndarr
 def score_names(table: pa.Table) -> list[str]:
     """What the analyses compare: reconstruction, KL, every disentanglement score and UDR, if present."""
     names = metric_names(table)
-    return [n for n in names if n in ("recon", "kl")] + [n for n in names if n.startswith(SCORE_PREFIX)] + (
-        [UDR] if UDR in names else []
+    return (
+        [n for n in (RECON, "kl") if n in names]
+        + [n for n in names if n.startswith(SCORE_PREFIX)]
+        + ([UDR] if UDR in names else [])
     )
 
 
@@ -135,21 +153,26 @@ def seed_statistics(table: pa.Table, metrics: Sequence[str] | None = None) -> pa
     std is null for a single seed.
     """
     keys, labels = configurations(table)
-    metrics = list(metrics) if metrics is not None else metric_names(table)
-    out: dict[str, list] = {"beta": [], "capacity": [], "metric": [], "n": []}
-    out.update({stat: [] for stat in STAT_NAMES})
-    for name in metrics:
+    rows = []
+    for name in metrics if metrics is not None else metric_names(table):
         values = column(table, name)
         for index, (beta, capacity) in enumerate(keys):
-            v = values[labels == index]
-            v = v[np.isfinite(v)]
-            if v.size == 0:
-                continue
-            stats = (v.mean(), np.median(v), v.std(ddof=1) if v.size > 1 else None, v.min(), v.max())
-            for key, value in zip(("beta", "capacity", "metric", "n") + STAT_NAMES, (beta, capacity, name, v.size) + stats):
-                out[key].append(value)
-    types = {"beta": pa.float64(), "capacity": pa.float64(), "metric": pa.string(), "n": pa.int64()}
-    return pa.table({key: pa.array(values, types.get(key, pa.float64())) for key, values in out.items()})
+            v = values[(labels == index) & np.isfinite(values)]
+            if v.size:
+                rows.append(
+                    {
+                        "beta": beta,
+                        "capacity": capacity,
+                        "metric": name,
+                        "n": v.size,
+                        "mean": v.mean(),
+                        "median": np.median(v),
+                        "std": v.std(ddof=1) if v.size > 1 else None,
+                        "min": v.min(),
+                        "max": v.max(),
+                    }
+                )
+    return pa.Table.from_pylist(rows, schema=STATISTICS_SCHEMA)
 
 
 # -- picks within a configuration ---------------------------------------------------------
@@ -302,7 +325,7 @@ def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
         score_medians.append(_nan_median(score[rows]))
     front = pareto_front(np.array(recon_medians), np.array(score_medians), maximize)
     pareto = [pick(BETA_TRADEOFF, PARETO, candidates[i], score) for i in np.flatnonzero(front)]
-    return Picks(by, tuple(tradeoff + pareto + sensitivity + ranking))
+    return Picks(by, maximize, tuple(tradeoff + pareto + sensitivity + ranking))
 
 
 def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
@@ -346,12 +369,8 @@ def _nan_median(values: np.ndarray) -> float:
 
 
 def picks_table(picks: Picks, kind: str | None = None) -> pa.Table:
-    """The picks (of one kind, or all) as rows: kind, role, beta, C_max, seed, value, run id."""
-    items = [p for p in picks.items if kind is None or p.kind == kind]
-    return pa.Table.from_pylist(
-        [{"kind": p.kind, "role": p.role, "beta": p.beta, "capacity": p.capacity, "seed": p.seed, "value": p.value, "run_id": p.run_id} for p in items],
-        schema=pa.schema([("kind", pa.string()), ("role", pa.string()), ("beta", pa.float64()), ("capacity", pa.float64()), ("seed", pa.int64()), ("value", pa.float64()), ("run_id", pa.string())]),
-    )
+    """The picks (of one kind, or all) as rows: kind, role, run id, beta, C_max, seed, value."""
+    return pa.Table.from_pylist([asdict(p) for p in picks.items if kind in (None, p.kind)], schema=PICK_SCHEMA)
 
 
 def seed_table(picks: Picks) -> pa.Table:
@@ -371,7 +390,7 @@ def with_picks(table: pa.Table, picks: Picks) -> pa.Table:
     """The table with its `selected` and `role` columns set to these picks (null for runs not picked)."""
     tags = picks.tags()
     run_ids = table["run_id"].to_pylist()
-    for name in ("selected", "role"):
+    for name in (SELECTED_TAG, PICK_ROLE_TAG):
         values = pa.array([tags.get(run, {}).get(name) for run in run_ids], pa.string())
         table = table.set_column(table.column_names.index(name), name, values)
     return table

@@ -18,6 +18,7 @@ import pyarrow as pa
 from sweeper.models import OBSERVATION_SEED, OBSERVATIONS, MissingCheckpoint, encode, load_model, observation_set
 from sweeper.selection import UDR, configurations, finished
 from trainables.metrics.udr import udr_scores
+from trainables.trainer import ACTIVE_KL_THRESHOLD as KL_THRESHOLD  # the trials count active latents by it
 
 
 @dataclass
@@ -35,10 +36,15 @@ def sweep_udr(
     encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     problems = []
     for row in table.select(["run_id", "beta", "capacity", "seed", "checkpoint"]).to_pylist():
+        trial = f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']})"
         try:
-            encoded[row["run_id"]] = encode(load_model(row["checkpoint"]), images)
+            model = load_model(row["checkpoint"])
         except MissingCheckpoint as exc:
-            problems.append(f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']}): {exc}")
+            problems.append(f"{trial}: {exc}")
+            continue
+        encoded[row["run_id"]] = encode(model, images)
+        if not (encoded[row["run_id"]][1] > KL_THRESHOLD).any():
+            problems.append(f"{trial}: no latent has a KL above {KL_THRESHOLD} nats, so its UDR is 0")
     found = udr_within_configurations(table, encoded, method)
     return SweepUdr(found.by_run, problems + found.problems)
 
@@ -56,13 +62,13 @@ def udr_within_configurations(
             out.problems.append(f"beta={beta:g} C={capacity:g}: {len(members)} model(s) to compare, UDR needs 2")
             continue
         codes, kls = zip(*(encoded[run] for run in members))
-        out.by_run.update(zip(members, map(float, udr_scores(codes, kls, method=method))))
+        scores = udr_scores(codes, kls, method=method, kl_threshold=KL_THRESHOLD)
+        out.by_run.update(zip(members, map(float, scores)))
     return out
 
 
 def with_udr(table: pa.Table, udr: SweepUdr) -> pa.Table:
-    """The table with a `udr` column (null for trials without one), replacing any earlier one."""
-    values = pa.array([udr.by_run.get(run) for run in table["run_id"].to_pylist()], pa.float64())
-    if UDR in table.column_names:
-        table = table.drop_columns([UDR])
-    return table.append_column(UDR, values)
+    """The table with a `udr` column, null for trials without one."""
+    return table.append_column(
+        UDR, pa.array([udr.by_run.get(run) for run in table["run_id"].to_pylist()], pa.float64())
+    )

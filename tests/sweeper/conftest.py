@@ -1,0 +1,130 @@
+"""A finished sweep as `sweeper launch` leaves it in MLflow and on disk, made in a second without training.
+
+Tests get the helpers through fixtures (`make_sweep`, `two_by_three`,
+`trial_metrics`): a conftest module is not importable by name.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from sweeper.launch import SweepRecord
+from trainables.checkpoint import save_checkpoint
+from trainables.model import BetaVAE
+
+SWEEP_ID = "fake-20260101-000000-abcd"
+LATENTS = 4
+
+
+def checkpoint(folder: Path, weights_seed: int) -> Path:
+    """A model checkpoint whose latents all carry information (KL well above UDR's threshold)."""
+    torch.manual_seed(weights_seed)
+    model = BetaVAE(LATENTS)
+    with torch.no_grad():
+        model.encoder.mean.weight.mul_(300.0)
+    save_checkpoint(folder, model.state_dict(), {"step": 1})
+    return folder
+
+
+def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> SweepRecord:
+    """Parent run, one child run per trial (params, final metrics, tags), and sweeps/<id>/sweep.json.
+
+    A trial dict holds beta, seed, metrics, and optionally capacity, status, error and
+    `weights`: the seed of the checkpoint's weights (equal weights give equal codes).
+    """
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("fake", artifact_location=str(folder / "mlruns"))
+    parent = client.create_run(experiment, run_name=sweep_id, tags={"sweep_id": sweep_id, "sweeper.role": "sweep"})
+    parent_id = parent.info.run_id
+    now = int(time.time() * 1000)
+    for index, trial in enumerate(trials):
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "sweep_id": sweep_id,
+            "sweeper.role": "trial",
+            "ray_trial_id": f"t{index:05d}",
+        }
+        if "weights" in trial:
+            tags["checkpoint"] = str(checkpoint(folder / "checkpoints" / f"t{index}", trial["weights"]))
+        elif "checkpoint" in trial:
+            tags["checkpoint"] = trial["checkpoint"]
+        if trial.get("error"):
+            tags["error"] = trial["error"]
+        run = client.create_run(experiment, run_name=f"trial {index}", tags=tags)
+        params = {
+            "beta": trial["beta"],
+            "capacity": trial.get("capacity", 0.0),
+            "seed": trial["seed"],
+            "model.latent_dim": LATENTS,
+        }
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, 10) for k, v in trial["metrics"].items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        client.set_terminated(run.info.run_id, trial.get("status", "FINISHED"))
+    client.set_terminated(parent_id, "FINISHED")
+    sweep_dir = folder / "sweeps" / sweep_id
+    sweep_dir.mkdir(parents=True)
+    record = SweepRecord(sweep_id, "fake", uri, experiment, parent_id, str(folder / "sweeps"), time.time())
+    record.write(sweep_dir)
+    return record
+
+
+def metrics(recon: float, mig: float, sap: float, kl: float = 5.0) -> dict[str, float]:
+    return {
+        "recon": recon,
+        "kl": kl,
+        "disent/mig": mig,
+        "disent/sap": sap,
+        **{f"kl/{i}": kl / LATENTS for i in range(LATENTS)},
+    }
+
+
+def _two_by_three(with_weights: bool = True) -> list[dict]:
+    """beta 1 and 8 x seeds 0..2; beta 1's seeds share their weights, beta 8's all differ."""
+    scores = {1.0: [0.10, 0.30, 0.20], 8.0: [0.70, 0.40, 0.50]}
+    trials = []
+    for beta, migs in scores.items():
+        for seed, mig in enumerate(migs):
+            trial = {"beta": beta, "seed": seed, "metrics": metrics(100 * beta + seed, mig, mig / 2)}
+            if with_weights:
+                trial["weights"] = 0 if beta == 1.0 else seed + 1
+            trials.append(trial)
+    return trials
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A fresh working folder, as a user's project folder would be."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def make_sweep():
+    """make_sweep(folder, trials, sweep_id=SWEEP_ID) -> SweepRecord of a fake finished sweep in `folder`.
+
+    Creating a tracking store takes seconds; share one per module where the tests only read.
+    """
+    return _make_sweep
+
+
+@pytest.fixture(scope="session")
+def two_by_three():
+    """two_by_three(with_weights=True) -> the trials of beta 1 and 8 x 3 seeds (see _two_by_three)."""
+    return _two_by_three
+
+
+@pytest.fixture(scope="session")
+def trial_metrics():
+    """trial_metrics(recon, mig, sap, kl=5.0) -> a trial's final metrics."""
+    return metrics

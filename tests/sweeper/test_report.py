@@ -1,0 +1,246 @@
+"""`sweeper select` and `sweeper report` on fake sweeps whose answers are known, and on a real smoke sweep."""
+
+import html
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+from sweeper.report_html import Section, render
+from sweeper.udr import udr_within_configurations
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = ("rate_distortion.png", "scores_vs_beta.png", "score_correlations.png", "kl_per_latent.png")
+
+
+def trial_tags(client: MlflowClient, record) -> dict[tuple[float, int], dict[str, str]]:
+    """(beta, seed) -> the run's selection tags."""
+    runs = client.search_runs([record.experiment_id], "tags.`sweeper.role` = 'trial'")
+    return {
+        (float(r.data.params["beta"]), int(r.data.params["seed"])): {
+            k: v for k, v in r.data.tags.items() if k in ("selected", "role")
+        }
+        for r in runs
+    }
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
+    return {Path(a.path).name for a in client.list_artifacts(run_id, path)}
+
+
+# -- UDR from hand-made codes -------------------------------------------------------------
+
+
+def test_udr_is_one_for_the_same_latents_and_low_for_unrelated_ones():
+    rng = np.random.default_rng(0)
+    codes = np.indices((4,) * 5).reshape(5, -1).T.astype(float)  # a full factorial: latents exactly unrelated
+    kl = np.ones(5)
+    same = {"a0": codes, "a1": -codes[:, ::-1] * 3, "a2": codes[:, [2, 0, 1, 4, 3]]}  # permuted, flipped, scaled
+    unrelated = {f"b{i}": rng.normal(size=codes.shape) for i in range(3)}
+    encoded = {run: (c, kl) for run, c in {**same, **unrelated, "c0": codes}.items()}
+    table = pa.table(
+        {
+            "run_id": list(encoded),
+            "status": ["FINISHED"] * 7,
+            "beta": [1.0] * 3 + [8.0] * 3 + [16.0],
+            "capacity": [0.0] * 7,
+        }
+    )
+    found = udr_within_configurations(table, encoded)
+    assert [found.by_run[r] for r in same] == pytest.approx([1.0, 1.0, 1.0])
+    assert max(found.by_run[r] for r in unrelated) < 0.2
+    assert "c0" not in found.by_run
+    assert found.problems == ["beta=16 C=0: 1 model(s) to compare, UDR needs 2"]
+
+
+def test_html_escapes_text_and_marks_what_is_missing():
+    table = pa.table(
+        {"name": ["<b>"], "value": [None], "ok": [True]},
+        schema=pa.schema([("name", pa.string()), ("value", pa.float64()), ("ok", pa.bool_())]),
+    )
+    page = render("t", [("sweep", "s&1")], ["checkpoint <gone>"], [Section("S", "text", tables=[("cap", table)])])
+    assert "&lt;b&gt;" in page and "s&amp;1" in page and "checkpoint &lt;gone&gt;" in page
+    assert "<td>–</td>" in page and "<td>✓</td>" in page and "what is missing" in page
+
+
+# -- a fake sweep, reported ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, make_sweep, two_by_three, trial_metrics):
+    """A fake 2 x 3 sweep with a failed trial and a lost checkpoint, through `sweeper report`."""
+    folder = tmp_path_factory.mktemp("reported")
+    trials = two_by_three()
+    trials[4]["checkpoint"] = str(folder / "gone")  # beta 8 seed 1: its checkpoint was deleted
+    del trials[4]["weights"]
+    trials.append(
+        {
+            "beta": 8.0,
+            "seed": 3,
+            "status": "FAILED",
+            "error": "non-finite loss at step 10",
+            "metrics": trial_metrics(1, 0.99, 0.9),
+        }
+    )
+    record = make_sweep(folder, trials)
+    result = runner.invoke(app, ["report", record.sweep_id, "--storage", record.storage])
+    return record, result, Path(record.storage) / record.sweep_id / "report"
+
+
+def test_report_writes_html_figures_and_table(reported):
+    record, result, out = reported
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "results.parquet") + FIGURES:
+        assert (out / name).is_file(), name
+    traversals = sorted(p.name for p in out.glob("model_*_traversal.png"))
+    reconstructions = sorted(out.glob("model_*_reconstruction.png"))
+    # Picked: every seed of beta 1 and beta 8 seeds 0 and 2 (seed 1, the worst, lost its checkpoint).
+    assert len(traversals) == len(reconstructions) == 5
+    page = html.unescape((out / "report.html").read_text())
+    assert page.count("data:image/png;base64,") == len(FIGURES) + 10
+    assert (
+        "non-finite loss at step 10" in page
+        and f"no model.safetensors in checkpoint '{out.parent.parent.parent / 'gone'}'" in page
+    )
+    table = pq.read_table(out / "results.parquet")
+    assert table.num_rows == 7 and "udr" in table.column_names
+
+
+def test_report_tags_the_picks_and_logs_its_folder_to_the_parent_run(reported):
+    record, result, out = reported
+    client = MlflowClient(record.tracking_uri)
+    tags = trial_tags(client, record)
+    assert tags[(1.0, 2)] == {"selected": "beta_tradeoff,seed_sensitivity", "role": "median_seed,pareto"}
+    # beta 8 seeds 0 and 2 tie on UDR (one pair, one score): the lower seed is the top UDR.
+    assert tags[(8.0, 0)] == {"selected": "seed_sensitivity,udr_ranking", "role": "best_seed,top_udr"}
+    assert tags[(8.0, 1)] == {"selected": "seed_sensitivity", "role": "worst_seed"}
+    assert tags[(8.0, 3)] == {}  # failed: never picked
+    parent = client.get_run(record.parent_run_id)
+    assert parent.data.tags["selected.by"] == "disent/mig (max)"
+    assert artifact_paths(client, record.parent_run_id, "report") == {p.name for p in out.iterdir()}
+
+
+def test_udr_from_checkpoints_ranks_seeds_with_equal_weights_alike(reported):
+    _, _, out = reported
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    udr = {(r["beta"], r["seed"]): r["udr"] for r in rows}
+    assert udr[(1.0, 0)] == udr[(1.0, 1)] == udr[(1.0, 2)] > udr[(8.0, 0)]
+    assert udr[(8.0, 1)] is None and udr[(8.0, 3)] is None
+
+
+# -- tags follow the picks ----------------------------------------------------------------
+
+
+def test_select_again_moves_the_tags_to_the_new_picks(workdir, make_sweep, two_by_three):
+    record = make_sweep(workdir, two_by_three(with_weights=False))
+    client = MlflowClient(record.tracking_uri)
+    first = runner.invoke(app, ["select", record.sweep_id, "--no-udr"])
+    assert first.exit_code == 0, first.output
+    assert "seed sensitivity by disent/mig" in first.output
+    assert len([t for t in trial_tags(client, record).values() if t]) == 6
+    # By sap, lower is better: beta 1 seed 0 (0.05) is best, beta 8 seed 0 (0.35) worst, beta 1 seed 1 untouched.
+    second = runner.invoke(app, ["select", record.sweep_id, "--no-udr", "--by", "disent/sap", "--mode", "min"])
+    assert second.exit_code == 0, second.output
+    tags = trial_tags(client, record)
+    assert tags[(1.0, 0)] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    assert tags[(8.0, 0)] == {"selected": "seed_sensitivity", "role": "worst_seed"}
+    assert tags[(8.0, 1)] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    assert client.get_run(record.parent_run_id).data.tags["selected.by"] == "disent/sap (min)"
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_unknown_sweep_and_unknown_score_exit_3_and_2(workdir, make_sweep, two_by_three):
+    record = make_sweep(workdir, two_by_three(with_weights=False))
+    unknown = runner.invoke(app, ["report", "smoke-20990101-000000-ffff"])
+    assert unknown.exit_code == 3 and "no sweep 'smoke-20990101-000000-ffff'" in unknown.output
+    elsewhere = runner.invoke(app, ["select", "nope", "--tracking-uri", record.tracking_uri])
+    assert elsewhere.exit_code == 3 and "no sweep 'nope' in the tracking store" in elsewhere.output
+    score = runner.invoke(app, ["report", record.sweep_id, "--by", "disent/dci_disentanglement"])
+    assert score.exit_code == 2
+    assert (
+        "no finished trial reported 'disent/dci_disentanglement'; scores reported: recon, kl, disent/mig, disent/sap"
+        in score.output
+    )
+    assert not (Path(record.storage) / record.sweep_id / "report").exists()
+    no_udr = runner.invoke(app, ["select", record.sweep_id, "--by", "udr", "--no-udr"])
+    assert no_udr.exit_code == 2 and "no finished trial reported 'udr'" in no_udr.output
+
+
+def test_a_sweep_without_finished_trials_exits_3(workdir, make_sweep, trial_metrics):
+    failed = [
+        {"beta": 1.0, "seed": s, "status": "FAILED", "error": "boom", "metrics": trial_metrics(1, 0.1, 0.1)}
+        for s in range(2)
+    ]
+    record = make_sweep(workdir, failed)
+    result = runner.invoke(app, ["report", record.sweep_id])
+    assert result.exit_code == 3
+    assert "none of its 2 trials has finished (FAILED)" in result.output
+
+
+# -- a real smoke sweep, reported ---------------------------------------------------------
+
+
+def run_sweeper(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    """A tiny real sweep (beta 1 and 8 x 3 seeds, cheap metrics only), then `sweeper report` on it."""
+    folder = tmp_path_factory.mktemp("smoke_report")
+    launch = [
+        "launch", str(REPO / "configs" / "smoke.yaml"),
+        "--set", "search.beta=[1.0,8.0]", "--set", "search.seeds=3",
+        "--set", "training.steps=60", "--set", "training.report_every=20",
+        "--set", "training.checkpoint_every=60", "--set", "eval.every=60",
+        # DCI and the BetaVAE score take minutes on a busy 2-core machine; these take seconds.
+        "--set", "eval.metrics=[mig,sap,modularity,factor_vae]",
+    ]  # fmt: skip
+    done = run_sweeper(launch, cwd=folder)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sweep_dir,) = (folder / "sweeps").iterdir()
+    report = run_sweeper(["report", sweep_dir.name], cwd=folder)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    return folder, sweep_dir, report
+
+
+@pytest.mark.sweep
+def test_report_on_a_real_sweep(smoke_report):
+    folder, sweep_dir, report = smoke_report
+    out = sweep_dir / "report"
+    for name in ("report.html", "results.parquet") + FIGURES:
+        assert (out / name).is_file(), name
+    table = pq.read_table(out / "results.parquet")
+    assert table.num_rows == 6 and set(table["status"].to_pylist()) == {"FINISHED"}
+    assert all(u is not None for u in table["udr"].to_pylist())  # every checkpoint was found
+    picked = [r for r in table.to_pylist() if r["selected"]]
+    assert len(list(out.glob("model_*_traversal.png"))) == len(picked)
+    assert "no model.safetensors" not in (out / "report.html").read_text()
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    runs = {r.info.run_id: r for r in client.search_runs([record["experiment_id"]], "tags.`sweeper.role` = 'trial'")}
+    for row in table.to_pylist():
+        tags = runs[row["run_id"]].data.tags
+        assert (tags.get("selected"), tags.get("role")) == (row["selected"], row["role"])
+    medians = [r for r in picked if "median_seed" in r["role"].split(",")]
+    assert sorted(r["beta"] for r in medians) == [1.0, 8.0]
+    for beta in (1.0, 8.0):
+        mig = sorted((r["disent/mig"], r["seed"]) for r in table.to_pylist() if r["beta"] == beta)
+        assert next(r["seed"] for r in medians if r["beta"] == beta) == mig[1][1]
+    assert artifact_paths(client, record["parent_run_id"], "report") == {p.name for p in out.iterdir()}
