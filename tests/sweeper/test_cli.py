@@ -26,7 +26,7 @@ def nothing_created(folder: Path) -> bool:
 def test_validate_prints_the_trial_count():
     result = runner.invoke(app, ["validate", str(CONFIGS / "smoke.yaml")])
     assert result.exit_code == 0, result.output
-    assert "valid; 4 trials" in result.output
+    assert "valid; 6 trials" in result.output
 
 
 def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):

@@ -2,9 +2,6 @@
 
 import html
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,29 +189,11 @@ def test_a_sweep_without_finished_trials_exits_3(workdir, make_sweep, trial_metr
 # -- a real smoke sweep, reported ---------------------------------------------------------
 
 
-def run_sweeper(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    return subprocess.run(
-        [sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    """A tiny real sweep (beta 1 and 8 x 3 seeds, cheap metrics only), then `sweeper report` on it."""
-    folder = tmp_path_factory.mktemp("smoke_report")
-    launch = [
-        "launch", str(REPO / "configs" / "smoke.yaml"),
-        "--set", "search.beta=[1.0,8.0]", "--set", "search.seeds=3",
-        "--set", "training.steps=60", "--set", "training.report_every=20",
-        "--set", "training.checkpoint_every=60", "--set", "eval.every=60",
-        # DCI and the BetaVAE score take minutes on a busy 2-core machine; these take seconds.
-        "--set", "eval.metrics=[mig,sap,modularity,factor_vae]",
-    ]  # fmt: skip
-    done = run_sweeper(launch, cwd=folder)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (sweep_dir,) = (folder / "sweeps").iterdir()
-    report = run_sweeper(["report", sweep_dir.name], cwd=folder)
+def smoke_report(smoke_sweep, sweeper_cli):
+    """`sweeper report` on the real smoke sweep (beta 1 and 8 x 3 seeds)."""
+    folder, sweep_dir, _ = smoke_sweep
+    report = sweeper_cli(["report", sweep_dir.name], cwd=folder)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     return folder, sweep_dir, report
 

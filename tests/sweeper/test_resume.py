@@ -16,7 +16,7 @@ pytestmark = pytest.mark.sweep
 
 STEPS, REPORT, CHECKPOINT = 120, 20, 40
 ARGS = [
-    "--set", "search.beta=[1.0, 8.0]", "--set", "search.seeds=2",
+    "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
     "--set", f"training.checkpoint_every={CHECKPOINT}",
     "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
@@ -77,8 +77,8 @@ def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
     parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 4  # one run per trial, none opened twice
-    assert len({r.data.tags["ray_trial_id"] for r in children}) == 4
+    assert len(children) == 2  # one run per trial, none opened twice
+    assert len({r.data.tags["ray_trial_id"] for r in children}) == 2
     restored = 0
     for run in children:
         assert run.info.status == "FINISHED"

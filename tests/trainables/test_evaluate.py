@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trainables.data import ProceduralDSprites
-from trainables.evaluate import CodeCache, evaluate, random_streams, run_evaluation
+from trainables.evaluate import CodeCache, encode_observations, evaluate, random_streams, run_evaluation
 from trainables.factors import flat_index, sample_factors
 from trainables.model import BetaVAE
 from trainables.settings import METRIC_NAMES, EvalSettings
@@ -124,7 +124,10 @@ def test_no_metric_selected_reports_only_timing():
 def test_each_distinct_observation_is_encoded_once():
     model, dataset = spread_model(), CoarseDSprites()
     rows = []
-    hook = model.encoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    # Rows the encoder saw, blank padding rows aside (a dSprites image is never blank).
+    hook = model.encoder.register_forward_hook(
+        lambda module, args, out: rows.append(int((args[0].flatten(1).amax(dim=1) > 0).sum()))
+    )
     try:
         report = evaluate(model, dataset, settings(metrics=("beta_vae", "factor_vae", "mig", "unsupervised")),
                           np.random.default_rng(1))
@@ -133,7 +136,7 @@ def test_each_distinct_observation_is_encoded_once():
     requested = np.concatenate(dataset.requested)
     distinct = np.unique(requested).size
     assert report["eval/encoded"] == sum(rows) == distinct
-    assert requested.size > 20 * distinct  # the metrics asked for many repeats; none was encoded twice
+    assert requested.size > 10 * distinct  # the metrics asked for many repeats; none was encoded twice
 
 
 def test_shared_samples_are_drawn_once_and_prefixes_are_used():
@@ -170,6 +173,16 @@ def test_cached_codes_equal_direct_encoding():
         direct_mu, direct_logvar = model.encoder(dataset.observations(factors))
     assert torch.equal(torch.from_numpy(mu), direct_mu)
     assert torch.equal(torch.from_numpy(logvar), direct_logvar)
+
+
+def test_codes_do_not_depend_on_the_batch_they_were_encoded_in():
+    torch.manual_seed(0)
+    model, dataset = BetaVAE(10).eval(), ProceduralDSprites()
+    x = dataset.observations(dataset.sample_factors(70, np.random.default_rng(0)))
+    whole_mu, whole_logvar = encode_observations(model, x, chunk=64)
+    for chunk in (1, 3, 7, 16, 70):
+        mu, logvar = encode_observations(model, x, chunk=chunk)
+        assert np.array_equal(mu, whole_mu) and np.array_equal(logvar, whole_logvar), chunk
 
 
 def test_cache_fills_lazily_across_lookups():
