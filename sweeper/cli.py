@@ -158,3 +158,39 @@ def report(
     except SweeperError as exc:
         _fail(exc)
     typer.echo(f"report: {page}")
+
+
+@app.command()
+def export(
+    sweep: SweepArg,
+    to: Annotated[Path, typer.Option("--to", help="folder to create: one subfolder per exported model")],
+    by: ByOpt = "disent/mig",
+    mode: ModeOpt = "max",
+    median_seed: Annotated[
+        bool, typer.Option("--median-seed", help="the best configuration's median seed, not the luckiest seed")
+    ] = False,
+    picks: Annotated[
+        Optional[str],
+        typer.Option(help="export the runs `sweeper select` tagged: 'all' or one kind (beta_tradeoff, ...)"),
+    ] = None,
+    run: Annotated[Optional[list[str]], typer.Option("--run", help="export this run id (repeatable)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace the target folder if it exists")] = False,
+    register: Annotated[
+        Optional[str], typer.Option(help="register the model in the MLflow Model Registry under this name")
+    ] = None,
+    alias: Annotated[Optional[str], typer.Option(help="alias of the registered version, e.g. champion")] = None,
+    storage: StorageOpt = Path("./sweeps"),
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Export the best checkpoints: safetensors weights, config, metrics, model card and a sha256 manifest."""
+    from sweeper.export import Choice, export_sweep, print_export
+    from sweeper.results import locate_sweep
+    from sweeper.tracking import connect
+
+    choice = Choice(by, mode == "max", median_seed, picks, tuple(run or ()))
+    try:
+        ref = locate_sweep(sweep, storage, tracking_uri)
+        result = export_sweep(connect(ref.tracking_uri), ref, to, choice, force, register, alias, typer.echo)
+    except SweeperError as exc:
+        _fail(exc)
+    print_export(result, typer.echo)

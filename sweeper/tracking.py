@@ -34,6 +34,7 @@ TRIAL_TAG = "ray_trial_id"
 ROLE_TAG = "sweeper.role"
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+PLACEMENT_KEYS = ("node_ip", "hostname", "ray_node_id", "gpu_ids")  # logged as tags of the trial's run
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 VERSIONED_PACKAGES = ("torch", "scikit-learn", "numpy", "ray", "optuna", "mlflow")
@@ -244,7 +245,7 @@ class MLflowTrialCallback(Callback):
             return
         self._last_step[run_id] = step
         metrics = reported_metrics(result, step, int(time.time() * 1000))
-        tags = [RunTag("node_ip", str(result.get("node_ip", ""))), RunTag("hostname", str(result.get("hostname", "")))]
+        tags = [RunTag(key, str(result[key])) for key in PLACEMENT_KEYS if key in result]
         for number, batch in enumerate(_batches(metrics, MAX_BATCH)):
             self.tracking.client.log_batch(run_id, metrics=batch, tags=tags if number == 0 else [])
 

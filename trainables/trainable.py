@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainables.evaluate import evaluate
@@ -42,6 +43,9 @@ def train(config: dict[str, Any]) -> None:
         # Reported with every later result, so a resumed trial says so in MLflow.
         restored["restored_from_step"] = trainer.step
 
+    # Where the trial runs, for the MLflow tags: which node, and which GPUs it shares.
+    context = ray.get_runtime_context()
+    placement = {"ray_node_id": context.get_node_id(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))}
     training, eval_settings = settings.training, settings.eval
     last = training.steps
     while trainer.step < last:
@@ -52,6 +56,7 @@ def train(config: dict[str, Any]) -> None:
         metrics: dict[str, Any] = trainer.train(stop - trainer.step)
         metrics["step"] = trainer.step
         metrics.update(restored)
+        metrics.update(placement)
         if eval_settings.metrics and (trainer.step % eval_settings.every == 0 or trainer.step == last):
             metrics.update(evaluate(trainer.model, trainer.dataset, eval_settings, trainer.eval_rng()))
         if trainer.step % training.checkpoint_every == 0 or trainer.step == last:

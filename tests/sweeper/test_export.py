@@ -1,0 +1,218 @@
+"""`sweeper export`: a trained trial's model out of a sweep and back, exactly; bad input refused, nothing left."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+from sweeper.export import load_model_uri
+from sweeper.models import encode, load_model, observation_set
+from trainables import exported
+from trainables.exported import load_exported
+from trainables.settings import TrialSettings
+from trainables.trainer import Trainer
+
+runner = CliRunner()
+SWEEP = "fake-20260101-000000-abcd"  # tests/sweeper/conftest.py's SWEEP_ID
+LATENTS = 4  # and its latent size
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real trial's trainer after a few steps, and its checkpoint: beta 8, C_max 0, seed 0."""
+    settings = TrialSettings.model_validate(
+        {
+            "model": {"latent_dim": LATENTS},
+            "training": {"steps": 2, "batch_size": 4, "device": "cpu", "amp": False},
+            "eval": {"metrics": []},
+        }
+    )
+    trainer = Trainer(settings, beta=8.0, capacity=0.0, seed=0)
+    trainer.train(2)
+    folder = tmp_path_factory.mktemp("trained") / "checkpoint"
+    trainer.save(folder)
+    trainer.model.eval()
+    return trainer, folder
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, make_sweep, two_by_three, trial_metrics, trained):
+    """beta 1 and 8 x 3 seeds; beta 8 seed 0 (the best by MIG) is the trained model; beta 4 has no checkpoint."""
+    folder = tmp_path_factory.mktemp("sweep")
+    trials = two_by_three()
+    best = {k: v for k, v in trials[3].items() if k != "weights"}
+    assert (best["beta"], best["seed"]) == (8.0, 0)
+    trials[3] = {**best, "checkpoint": str(trained[1])}
+    trials.append({"beta": 4.0, "seed": 0, "metrics": trial_metrics(50.0, 0.01, 0.0)})
+    record = make_sweep(folder, trials)
+    client = MlflowClient(record.tracking_uri)
+    runs = {
+        (float(r.data.params["beta"]), int(r.data.params["seed"])): r.info.run_id
+        for r in client.search_runs([record.experiment_id], "tags.`sweeper.role` = 'trial'")
+    }
+    return folder, record, runs
+
+
+def export(sweep, out: Path, *args: str):
+    folder = sweep[0]
+    return runner.invoke(app, ["export", SWEEP, "--to", str(out), "--storage", str(folder / "sweeps"), *args])
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, tmp_path):
+    trainer, checkpoint = trained
+    result = export(sweep, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "best trial by disent/mig" in result.output
+    (model_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert model_dir.name.startswith("beta=8_C=0_seed=0_")
+    loaded = load_exported(tmp_path / "out")  # the export folder of one model loads it
+    x = observation_set(16)
+    with torch.no_grad():
+        mu, logvar = trainer.model.encoder(x)
+        recon = torch.sigmoid(trainer.model.decoder(mu))
+    assert torch.equal(loaded.encode(x), mu)
+    assert torch.equal(loaded.posterior(x)[1], logvar)
+    assert torch.equal(loaded.reconstruct(x), recon)
+    # as the sweep's own tools compute them from the checkpoint
+    codes, _ = encode(load_model(str(checkpoint)), x)
+    np.testing.assert_array_equal(encode(loaded.model, x)[0], codes)
+
+    config = json.loads((model_dir / exported.CONFIG_FILE).read_text())
+    assert config["model"]["latent_dim"] == LATENTS and config["seed"] == 0
+    assert (config["objective"]["beta"], config["objective"]["capacity_max"]) == (8.0, 0.0)
+    assert config["data"]["name"] == "dsprites"
+    assert config["training"]["steps_done"] == 2
+    assert {"torch", "safetensors"} <= config["library_versions"]["exported_with"].keys()
+    metrics = json.loads((model_dir / exported.METRICS_FILE).read_text())
+    assert metrics["final"]["disent/mig"] == pytest.approx(0.7)
+    stats = metrics["configuration"]["seed_statistics"]["disent/mig"]
+    assert stats["n"] == 3 and stats["median"] == pytest.approx(0.5) and stats["max"] == pytest.approx(0.7)
+    assert metrics["configuration"]["rank_among_seeds"] == {"score": "disent/mig", "mode": "max", "rank": 1, "of": 3}
+    card = (model_dir / exported.CARD_FILE).read_text()
+    assert "beta=8, C_max=0, seed=0" in card and "](traversal.png)" in card and "| disent/mig | 0.7 | 0.5 |" in card
+    manifest = json.loads((model_dir / exported.MANIFEST_FILE).read_text())["files"]
+    files = (exported.WEIGHTS_FILE, exported.CONFIG_FILE, exported.METRICS_FILE, exported.CARD_FILE)
+    assert sorted(manifest) == sorted([*files, exported.TRAVERSAL_FILE])
+    for name, entry in manifest.items():
+        assert entry["sha256"] == exported.sha256_of(model_dir / name)
+    assert leftovers(tmp_path) == []
+
+
+def test_median_seed_of_the_best_configuration(sweep, tmp_path):
+    result = export(sweep, tmp_path / "out", "--median-seed")
+    assert result.exit_code == 0, result.output
+    assert [p.name.rsplit("_", 1)[0] for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["beta=8_C=0_seed=2"]
+
+
+def test_an_existing_folder_is_refused_unless_forced(sweep, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    result = export(sweep, out)
+    assert result.exit_code == 2
+    assert "exists" in result.output and "--force" in result.output
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    result = export(sweep, out, "--force")
+    assert result.exit_code == 0, result.output
+    assert "mine.txt" not in [p.name for p in out.iterdir()]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_run_without_checkpoint_fails_and_leaves_nothing(sweep, tmp_path):
+    _, _, runs = sweep
+    good, bad = runs[(8.0, 1)], runs[(4.0, 0)]
+    result = export(sweep, tmp_path / "out", "--run", good, "--run", bad)
+    assert result.exit_code == 3
+    assert f"run {bad}" in result.output and "no checkpoint" in result.output
+    assert not (tmp_path / "out").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_unknown_run_id_exits_2(sweep, tmp_path):
+    result = export(sweep, tmp_path / "out", "--run", "nope")
+    assert result.exit_code == 2 and "no trial run nope" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_picks_need_a_selection_then_export_each_picked_run(sweep, tmp_path):
+    _, record, runs = sweep
+    result = export(sweep, tmp_path / "none", "--picks", "all")
+    assert result.exit_code == 3 and "sweeper select" in result.output
+    client = MlflowClient(record.tracking_uri)
+    picked = [runs[(1.0, 2)], runs[(8.0, 2)]]
+    try:
+        for run in picked:
+            client.set_tag(run, "selected", "beta_tradeoff")
+            client.set_tag(run, "role", "median_seed")
+        result = export(sweep, tmp_path / "out", "--picks", "beta_tradeoff")
+        assert result.exit_code == 0, result.output
+        index = json.loads((tmp_path / "out" / exported.INDEX_FILE).read_text())
+        assert sorted(m["run_id"] for m in index["models"]) == sorted(picked)
+        with pytest.raises(exported.ExportError, match="holds 2 models"):
+            load_exported(tmp_path / "out")
+        result = export(sweep, tmp_path / "reg", "--picks", "all", "--register", "x")
+        assert result.exit_code == 2 and "--register takes one model" in result.output
+    finally:
+        for run in picked:
+            client.delete_tag(run, "selected")
+            client.delete_tag(run, "role")
+
+
+def test_register_with_alias_and_load_from_the_registry(sweep, trained, tmp_path):
+    _, record, runs = sweep
+    result = export(sweep, tmp_path / "out", "--register", "beta-vae", "--alias", "champion")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(record.tracking_uri, registry_uri=record.tracking_uri)
+    version = client.get_model_version_by_alias("beta-vae", "champion")
+    assert version.run_id == runs[(8.0, 0)] and str(version.version) == "1"
+    assert "champion" in client.get_registered_model("beta-vae").aliases
+    x = observation_set(8)
+    local = load_exported(tmp_path / "out")
+    for uri in ("models:/beta-vae@champion", "models:/beta-vae/1"):
+        remote = load_model_uri(uri, tracking_uri=record.tracking_uri)
+        assert torch.equal(remote.encode(x), local.encode(x))
+        assert torch.equal(remote.reconstruct(x), local.reconstruct(x))
+    assert torch.equal(local.encode(x), trained[0].model.encoder(x)[0].detach())
+
+
+def test_corrupting_any_exported_file_names_it_on_load(sweep, tmp_path):
+    import shutil
+
+    result = export(sweep, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (model_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    names = sorted(p.name for p in model_dir.iterdir())
+    assert len(names) == 6
+    for name in names:
+        copy = tmp_path / f"copy-{name}"
+        shutil.copytree(model_dir, copy)
+        data = bytearray((copy / name).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (copy / name).write_bytes(bytes(data))
+        with pytest.raises(exported.ExportError) as failure:
+            load_exported(copy)
+        assert name in str(failure.value) and str(copy) in str(failure.value)
+
+
+def test_a_truncated_checkpoint_is_named(trained, tmp_path):
+    import shutil
+
+    from sweeper.errors import EnvironmentProblem
+    from sweeper.export import read_checkpoint
+
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(trained[1], copy)
+    weights = copy / exported.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:500])
+    row = {"checkpoint": str(copy), "beta": 8.0, "capacity": 0.0, "seed": 0, "run_id": "r1"}
+    with pytest.raises(EnvironmentProblem, match=f"{weights}: not a readable safetensors file"):
+        read_checkpoint(row)

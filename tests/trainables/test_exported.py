@@ -1,0 +1,136 @@
+"""Exported model folders: exact round trip, and every corrupted or mismatched file refused by name."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables import exported
+from trainables.exported import ExportError, load_exported, save_exported, write_manifest
+from trainables.model import BetaVAE
+
+LATENTS = 3
+
+
+def make_folder(folder: Path, latent_dim: int = LATENTS, seed: int = 0) -> tuple[Path, BetaVAE]:
+    torch.manual_seed(seed)
+    model = BetaVAE(latent_dim).eval()
+    save_exported(folder, model.state_dict(), {"model": {"latent_dim": latent_dim, "channels": 1}, "seed": seed})
+    exported.write_json(folder / exported.METRICS_FILE, {"final": {"recon": 1.0}})
+    (folder / exported.CARD_FILE).write_text("# card\n", encoding="utf-8")
+    write_manifest(folder)
+    return folder, model
+
+
+@pytest.fixture
+def folder_and_model(tmp_path):
+    return make_folder(tmp_path / "model")
+
+
+def images(n: int = 5) -> torch.Tensor:
+    return (torch.rand(n, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+
+
+def test_round_trip_gives_the_same_codes_and_images(folder_and_model):
+    folder, model = folder_and_model
+    loaded = load_exported(folder)
+    x = images()
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+        recon = torch.sigmoid(model.decoder(mu))
+    assert loaded.latent_dim == LATENTS
+    assert torch.equal(loaded.encode(x), mu)
+    assert torch.equal(loaded.posterior(x)[1], logvar)
+    assert torch.equal(loaded.decode(mu), recon)
+    assert torch.equal(loaded.reconstruct(x), recon)
+    grid = loaded.traverse(x[:2], latent=1, values=[-1.0, 0.0, 2.0])
+    assert grid.shape == (2, 3, 1, 64, 64)
+    z = mu[:2].clone()
+    z[:, 1] = 2.0
+    with torch.no_grad():  # decoded in a batch of another size: equal up to float rounding
+        torch.testing.assert_close(grid[:, 2], torch.sigmoid(model.decoder(z)), rtol=1e-6, atol=1e-6)
+    assert loaded.metrics == {"final": {"recon": 1.0}}
+    with pytest.raises(ValueError, match="out of range"):
+        loaded.traverse(x, latent=LATENTS, values=[0.0])
+
+
+@pytest.mark.parametrize(
+    "name", [exported.WEIGHTS_FILE, exported.CONFIG_FILE, exported.METRICS_FILE, exported.CARD_FILE]
+)
+def test_a_corrupted_file_is_named(folder_and_model, name):
+    folder, _ = folder_and_model
+    path = folder / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=rf"{name}: sha256 .* does not match manifest.json"):
+        load_exported(folder)
+
+
+def test_a_missing_or_truncated_file_is_named(folder_and_model):
+    folder, _ = folder_and_model
+    weights = folder / exported.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ExportError, match=rf"{exported.WEIGHTS_FILE}: 1000 bytes, manifest.json says"):
+        load_exported(folder)
+    write_manifest(folder)  # a manifest that agrees with the truncated file: safetensors itself refuses it
+    with pytest.raises(ExportError, match=rf"{exported.WEIGHTS_FILE}: not a readable safetensors file"):
+        load_exported(folder)
+    weights.unlink()
+    with pytest.raises(ExportError, match=rf"{exported.WEIGHTS_FILE}: missing"):
+        load_exported(folder)
+
+
+def test_a_corrupted_or_missing_manifest_is_named(folder_and_model):
+    folder, _ = folder_and_model
+    manifest = folder / exported.MANIFEST_FILE
+    manifest.write_text(manifest.read_text()[:-20])
+    with pytest.raises(ExportError, match="manifest.json: not a valid manifest"):
+        load_exported(folder)
+    manifest.unlink()
+    with pytest.raises(ExportError, match="manifest.json: missing"):
+        load_exported(folder)
+
+
+def test_a_config_that_does_not_fit_the_weights_is_refused(folder_and_model):
+    folder, _ = folder_and_model
+    config = json.loads((folder / exported.CONFIG_FILE).read_text())
+    config["model"]["latent_dim"] = LATENTS + 1
+    exported.write_json(folder / exported.CONFIG_FILE, config)
+    write_manifest(folder)
+    with pytest.raises(ExportError, match=r"config.json \(latent_dim=4, channels=1\) does not fit model.safetensors"):
+        load_exported(folder)
+
+
+def test_weights_of_another_shape_are_refused_when_saving(tmp_path):
+    weights = BetaVAE(2).state_dict()
+    with pytest.raises(ExportError, match="does not fit"):
+        save_exported(tmp_path / "m", weights, {"model": {"latent_dim": 3}})
+
+
+def test_an_export_folder_with_one_model_loads_it(tmp_path):
+    folder, model = make_folder(tmp_path / "out" / "only")
+    exported.write_json(tmp_path / "out" / exported.INDEX_FILE, {"models": [{"folder": "only"}]})
+    assert torch.equal(load_exported(tmp_path / "out").encode(images()), model.encoder(images())[0].detach())
+
+
+def test_replace_folder_refuses_an_existing_target_unless_forced(tmp_path):
+    target, staging = tmp_path / "target", tmp_path / "staging"
+    target.mkdir()
+    (target / "old").write_text("old")
+    staging.mkdir()
+    (staging / "new").write_text("new")
+    with pytest.raises(ExportError, match="exists"):
+        exported.replace_folder(staging, target, force=False)
+    exported.replace_folder(staging, target, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+    assert [p.name for p in target.iterdir()] == ["new"]
+
+
+def test_loading_needs_neither_ray_nor_mlflow():
+    code = "import sys, trainables.exported; print(sorted(m for m in ('ray', 'mlflow', 'sweeper') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

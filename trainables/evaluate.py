@@ -1,0 +1,306 @@
+"""A model's scores on the selected disentanglement metrics, each observation encoded once.
+
+The metrics (`trainables.metrics`) are pure numpy: they see a `represent`
+callable or arrays of codes, never the model. This module is the other side of
+that boundary. It owns the model, the device and the encoding, and hands the
+metrics numpy arrays only.
+
+Why an evaluation is cheap:
+- An observation is a function of its factors and the factor grid is finite
+  (737280 cells for dSprites), so the codes of one evaluation live in a cache
+  over the grid: the posterior mean and log-variance of each cell, filled
+  lazily for the cells a metric asks for, each cell rendered and encoded once
+  (rendered 4096 at a time; the encoder runs on the whole batch on a GPU and
+  on slices of 64 on a CPU, where larger slices cost more per image). At the
+  reference sizes the BetaVAE and FactorVAE scores
+  ask for about 2.9 million observations; they touch about 0.72 million
+  distinct cells.
+- MIG, DCI, SAP, modularity/explicitness and the unsupervised scores share one
+  train sample and one test sample of factors; each metric reads the first
+  `num_train` / `num_test` rows it is configured for.
+The cache lives for one call: the weights change between evaluations.
+
+The representation is the posterior mean, or with `representation="sampled"`
+a draw mu + sigma * eps. The cache keeps mu and log-variance, not draws, and
+every lookup draws fresh eps, so an observation that is asked for twice gets
+two independent draws, as when the reference encodes it twice.
+
+Random numbers: one independent generator per use (the shared train sample,
+the shared test sample, the sampling noise, and each metric that draws), all
+spawned from the caller's generator. The result is a function of that
+generator, and a metric's scores do not depend on which other metrics run
+with it (for the mean representation, and as long as the encoder's kernels
+round a row the same whatever the batch: true of the CPU kernels for batches
+of MIN_FORWARD_ROWS or more, which every forward is padded to; GPU kernels
+are chosen by batch size and may differ in the last bit).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from trainables.metrics.beta_vae import beta_vae_score
+from trainables.metrics.dci import dci
+from trainables.metrics.factor_vae import factor_vae_score
+from trainables.metrics.mig import mig
+from trainables.metrics.modularity import modularity_explicitness
+from trainables.metrics.sap import sap
+from trainables.metrics.unsupervised import unsupervised_scores
+from trainables.model import BetaVAE
+from trainables.settings import METRIC_NAMES, EvalSettings
+
+Represent = Callable[[np.ndarray], np.ndarray]
+
+RENDER_BATCH = 4096  # observations rendered and encoded per step
+CPU_ENCODE_CHUNK = 64  # encoder forward size on CPU: per image, 16 to 64 cost the same and larger costs more
+# Matrix products over very few rows take other kernels whose rounding differs in the last bit (on
+# the CPU: 1 to 11 rows, save 4 and 8); padding every forward to at least this many rows keeps an
+# observation's code independent of how many others shared its batch.
+MIN_FORWARD_ROWS = 16
+MAX_GRID_CELLS = 1 << 26  # a bigger factor grid would not fit a dense cache
+
+SHARED_METRICS = ("mig", "dci", "sap", "modularity", "unsupervised")  # read the shared train sample
+TEST_SPLIT_METRICS = ("dci", "sap", "modularity")  # also read the shared test sample
+STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci")  # one generator per use, in this order
+
+
+def random_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
+    """Independent generators for every use an evaluation has, spawned from `rng` in a fixed order."""
+    return dict(zip(STREAMS, rng.spawn(len(STREAMS))))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def encode_observations(
+    model: BetaVAE, observations: torch.Tensor, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and log-variance of a batch of observations, as float32 numpy arrays.
+
+    Runs without autograd; on CUDA under bfloat16 autocast. The caller puts the
+    model in eval mode. `chunk` bounds the encoder's forward size (default: the
+    whole batch on GPU, CPU_ENCODE_CHUNK on CPU). A chunk smaller than
+    MIN_FORWARD_ROWS is padded with blank images, whose codes are dropped.
+    """
+    device = model_device(model)
+    if chunk is None:
+        chunk = observations.shape[0] if device.type == "cuda" else CPU_ENCODE_CHUNK
+    chunk = max(int(chunk), 1)
+    mus, logvars = [], []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        x = observations.to(device)
+        for start in range(0, x.shape[0], chunk):
+            batch = x[start : start + chunk]
+            rows = batch.shape[0]
+            if rows < MIN_FORWARD_ROWS:
+                batch = torch.cat([batch, batch.new_zeros((MIN_FORWARD_ROWS - rows, *batch.shape[1:]))])
+            mu, logvar = model.encoder(batch)
+            mus.append(mu[:rows].float())
+            logvars.append(logvar[:rows].float())
+    return torch.cat(mus).cpu().numpy(), torch.cat(logvars).cpu().numpy()
+
+
+class CodeCache:
+    """Posterior mean and log-variance of every cell of the factor grid asked for so far.
+
+    Dense arrays of prod(factor_sizes) x D, keyed by `dataset.flat_index`, with
+    a mask of the filled cells (about 59 MB for dSprites at D = 10; untouched
+    pages are never allocated). Valid for one set of weights only.
+    """
+
+    def __init__(
+        self, model: BetaVAE, dataset, render_batch: int = RENDER_BATCH, chunk: int | None = None
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.factor_sizes = tuple(int(s) for s in dataset.factor_sizes)
+        cells = math.prod(self.factor_sizes)
+        if cells > MAX_GRID_CELLS:
+            raise ValueError(f"factor grid of {cells} cells is too large for a dense code cache")
+        self.render_batch = int(render_batch)
+        self.chunk = chunk
+        latent_dim = int(model.latent_dim)
+        self.mu = np.empty((cells, latent_dim), dtype=np.float32)
+        self.logvar = np.empty((cells, latent_dim), dtype=np.float32)
+        self.filled = np.zeros(cells, dtype=bool)
+        self.encoded = 0  # distinct observations encoded
+        self.encode_seconds = 0.0  # time spent rendering and encoding them
+
+    def lookup(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and log-variance (n, D) for an int (n, K) array of factor vectors."""
+        index = self.dataset.flat_index(np.asarray(factors))
+        self.fill(index)
+        return self.mu[index], self.logvar[index]
+
+    def fill(self, index: np.ndarray) -> None:
+        """Encode the cells among `index` that are not cached yet, each once."""
+        start = time.perf_counter()
+        wanted = np.zeros_like(self.filled)
+        wanted[index] = True
+        wanted &= ~self.filled
+        missing = np.flatnonzero(wanted)
+        for begin in range(0, missing.size, self.render_batch):
+            cells = missing[begin : begin + self.render_batch]
+            factors = np.stack(np.unravel_index(cells, self.factor_sizes), axis=1)
+            mu, logvar = encode_observations(self.model, self.dataset.observations(factors), self.chunk)
+            self.mu[cells], self.logvar[cells] = mu, logvar
+            self.filled[cells] = True
+        self.encoded += int(missing.size)
+        self.encode_seconds += time.perf_counter() - start
+
+    def representation(self, kind: str, rng: np.random.Generator | None = None) -> Represent:
+        """The `represent` callable the metrics use: the mean, or mu + sigma * eps with fresh eps from rng."""
+        if kind == "mean":
+            return lambda factors: self.lookup(factors)[0]
+        if kind != "sampled":
+            raise ValueError(f"unknown representation {kind!r}; known: 'mean', 'sampled'")
+        if rng is None:
+            raise ValueError("the sampled representation needs a generator for its noise")
+
+        def sampled(factors: np.ndarray) -> np.ndarray:
+            mu, logvar = self.lookup(factors)
+            return mu + np.exp(0.5 * logvar) * rng.standard_normal(mu.shape, dtype=np.float32)
+
+        return sampled
+
+
+@dataclass
+class Evaluation:
+    """Scores of one evaluation, with where its time went."""
+
+    scores: dict[str, float] = field(default_factory=dict)  # score name (no prefix) -> value
+    metric_seconds: dict[str, float] = field(default_factory=dict)  # per metric, encoding excluded
+    metric_encode_seconds: dict[str, float] = field(default_factory=dict)  # encoding done while it ran
+    encode_seconds: float = 0.0
+    encoded: int = 0
+    seconds: float = 0.0
+
+    def report(self) -> dict[str, float]:
+        out = {f"disent/{name}": value for name, value in self.scores.items()}
+        out["eval/seconds"] = self.seconds
+        out["eval/encoded"] = float(self.encoded)
+        return out
+
+
+class SharedSample:
+    """One split of factors shared by the code-based metrics, encoded on first use."""
+
+    def __init__(self, factors: np.ndarray, represent: Represent) -> None:
+        self.factors = np.asarray(factors)
+        self._represent = represent
+        self._codes: np.ndarray | None = None
+
+    def first(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._codes is None:
+            self._codes = self._represent(self.factors)
+        return self._codes[:n], self.factors[:n]
+
+
+def _sample(dataset, n: int, rng: np.random.Generator, represent: Represent) -> SharedSample | None:
+    return SharedSample(dataset.sample_factors(n, rng), represent) if n > 0 else None
+
+
+def run_metric(
+    name: str,
+    sizes: dict[str, int],
+    represent: Represent,
+    factor_sizes: tuple[int, ...],
+    streams: dict[str, np.random.Generator],
+    train: SharedSample | None,
+    test: SharedSample | None,
+    n_jobs: int | None,
+) -> dict[str, float]:
+    """One metric's scores, from the evaluation's representation, streams and shared samples."""
+    if name == "beta_vae":
+        keys = ("batch_size", "num_train", "num_eval")
+        return beta_vae_score(represent, factor_sizes, streams["beta_vae"], **{k: sizes[k] for k in keys})
+    if name == "factor_vae":
+        keys = ("batch_size", "num_train", "num_eval", "num_variance_estimate")
+        return factor_vae_score(represent, factor_sizes, streams["factor_vae"], **{k: sizes[k] for k in keys})
+    if train is None:
+        raise ValueError(f"{name} reads the shared train sample, and none was given")
+    codes, factors = train.first(sizes["num_train"])
+    if name == "mig":
+        return mig(codes, factors, num_bins=sizes["num_bins"])
+    if name == "unsupervised":
+        return unsupervised_scores(codes, num_bins=sizes["num_bins"])
+    if test is None:
+        raise ValueError(f"{name} reads the shared test sample, and none was given")
+    test_codes, test_factors = test.first(sizes["num_test"])
+    if name == "dci":
+        return dci(codes, factors, test_codes, test_factors, streams["dci"], n_jobs=n_jobs)
+    if name == "sap":
+        return sap(codes, factors, test_codes, test_factors, n_jobs=n_jobs)
+    if name == "modularity":
+        return modularity_explicitness(codes, factors, test_codes, test_factors, num_bins=sizes["num_bins"])
+    raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+
+
+def run_evaluation(
+    model: BetaVAE,
+    dataset,
+    settings: EvalSettings,
+    rng: np.random.Generator,
+    n_jobs: int | None = None,
+    cache: CodeCache | None = None,
+) -> Evaluation:
+    """Run the selected metrics on one shared code cache; see `evaluate`.
+
+    n_jobs: parallel fits for DCI and SAP; default the torch thread count, which
+    is the trial's CPU share inside a Ray worker.
+    cache: a cache already filled for these very weights (benchmarks re-time
+    the metrics with it); by default a fresh one.
+    """
+    start = time.perf_counter()
+    selected = [name for name in METRIC_NAMES if name in settings.metrics]
+    streams = random_streams(rng)
+    n_jobs = torch.get_num_threads() if n_jobs is None else n_jobs
+    factor_sizes = tuple(int(s) for s in dataset.factor_sizes)
+
+    was_training = model.training
+    model.eval()
+    try:
+        cache = CodeCache(model, dataset) if cache is None else cache
+        encoded_before = cache.encoded
+        represent = cache.representation(settings.representation, streams["noise"])
+        shared = [name for name in selected if name in SHARED_METRICS]
+        split = [name for name in selected if name in TEST_SPLIT_METRICS]
+        num_train = max((settings.sizes(name)["num_train"] for name in shared), default=0)
+        num_test = max((settings.sizes(name)["num_test"] for name in split), default=0)
+        train = _sample(dataset, num_train, streams["train"], represent)
+        test = _sample(dataset, num_test, streams["test"], represent)
+
+        result = Evaluation()
+        for name in selected:
+            began, encode_before = time.perf_counter(), cache.encode_seconds
+            scores = run_metric(name, settings.sizes(name), represent, factor_sizes, streams, train, test, n_jobs)
+            result.scores.update({key: float(value) for key, value in scores.items()})
+            encode_seconds = cache.encode_seconds - encode_before
+            result.metric_seconds[name] = time.perf_counter() - began - encode_seconds
+            result.metric_encode_seconds[name] = encode_seconds
+    finally:
+        model.train(was_training)
+    result.encode_seconds = sum(result.metric_encode_seconds.values())
+    result.encoded = cache.encoded - encoded_before
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def evaluate(model: BetaVAE, dataset, settings: EvalSettings, rng: np.random.Generator) -> dict[str, float]:
+    """Scores of the metrics in `settings.metrics`, for a report to Tune and MLflow.
+
+    Keys: `disent/<score>` for every score of every selected metric (e.g.
+    `disent/mig`, `disent/dci_disentanglement`, `disent/beta_vae_eval`),
+    `eval/seconds` (wall time) and `eval/encoded` (distinct observations
+    encoded). The model's training mode is restored afterwards. The result is
+    a function of the weights, the settings and `rng`.
+    """
+    return run_evaluation(model, dataset, settings, rng).report()
