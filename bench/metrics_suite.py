@@ -1,0 +1,353 @@
+"""Benchmark of one evaluation: every metric at the reference sizes, against per-metric encoding.
+
+Model: the reference 10-latent encoder with random weights (fixed seed). An
+untouched initialisation gives mean codes with a spread of about 1e-3, below
+FactorVAE's prune threshold (0.05), and FactorVAE would then skip its votes;
+so the mean head is rescaled to unit spread per latent, and every metric does
+the work it does for a trained model.
+
+Two ways to evaluate it:
+- this project's `run_evaluation`: one code cache over the factor grid (each
+  distinct observation rendered and encoded once), one shared train and test
+  sample for the code-based metrics;
+- the baseline, as the reference implementation works: every metric on its
+  own, with a `represent` that renders and encodes every observation it is
+  given, in the reference's batches (64 for BetaVAE and FactorVAE, 16 for the
+  code-based metrics), with the same random generators, so the codes and the
+  scores must be the same, and the benchmark fails if they are not.
+When the baseline's encoding at the reference sizes would take too long, it is
+timed on a reduced size (whose scores are compared) and extrapolated by
+the number of observations, and the table says so.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bench.machine import cores as machine_cores
+from bench.machine import matmul_gflops
+from trainables.data import ProceduralDSprites
+from trainables.evaluate import (
+    CPU_ENCODE_CHUNK,
+    RENDER_BATCH,
+    CodeCache,
+    SharedSample,
+    encode_observations,
+    random_streams,
+    run_evaluation,
+    run_metric,
+)
+from trainables.model import BetaVAE
+from trainables.settings import METRIC_NAMES, EvalSettings
+
+SEED = 0
+LATENT_DIM = 10
+BASELINE_BATCH = {  # the reference's batches: one per data point or vote, 16 for the code-based metrics
+    "beta_vae": 64, "factor_vae": 64, "mig": 16, "dci": 16, "sap": 16, "modularity": 16, "unsupervised": 16,
+}
+REPRESENT_METRICS = ("beta_vae", "factor_vae")  # draw their own factors and call `represent`
+REPEATS = 3  # timed runs of a metric's computation on cached codes
+REPEAT_UNDER_SECONDS = 60.0  # slower metrics are timed on fewer runs
+# Baseline BetaVAE / FactorVAE at full size would encode 2.9 million observations in batches of 64;
+# it is run at this size, its scores compared, and its encoding time extrapolated.
+REDUCED = {
+    "beta_vae": {"num_train": 500, "num_eval": 250},
+    "factor_vae": {"num_train": 500, "num_eval": 250},
+}
+QUICK = {
+    "beta_vae": {"num_train": 100, "num_eval": 50},
+    "factor_vae": {"num_train": 100, "num_eval": 50, "num_variance_estimate": 1000},
+    "mig": {"num_train": 1000},
+    "dci": {"num_train": 1000, "num_test": 500},
+    "sap": {"num_train": 1000, "num_test": 500},
+    "modularity": {"num_train": 1000, "num_test": 500},
+    "unsupervised": {"num_train": 1000},
+}
+
+
+def make_model(dataset: ProceduralDSprites) -> BetaVAE:
+    """Random reference encoder (seed SEED) with its mean head rescaled to unit code spread."""
+    torch.manual_seed(SEED)
+    model = BetaVAE(LATENT_DIM).eval()
+    probe = dataset.sample_factors(2000, np.random.default_rng(SEED))
+    mu, _ = encode_observations(model, dataset.observations(probe))
+    with torch.no_grad():
+        scale = torch.from_numpy(1.0 / mu.std(axis=0))
+        model.encoder.mean.weight.mul_(scale[:, None])
+        model.encoder.mean.bias.mul_(scale)
+    return model
+
+
+def requested(metric: str, sizes: dict[str, int]) -> int:
+    """Observations a metric asks to have encoded when it runs on its own."""
+    if metric == "beta_vae":
+        return 2 * sizes["batch_size"] * (sizes["num_train"] + sizes["num_eval"])
+    if metric == "factor_vae":
+        return sizes["num_variance_estimate"] + sizes["batch_size"] * (sizes["num_train"] + sizes["num_eval"])
+    return sizes["num_train"] + sizes.get("num_test", 0)
+
+
+class PerBatchRepresent:
+    """The reference's representation function: render and encode every observation, a batch at a time."""
+
+    def __init__(self, model: BetaVAE, dataset: ProceduralDSprites, batch_size: int) -> None:
+        self.model, self.dataset, self.batch_size = model, dataset, batch_size
+        self.encoded = 0
+        self.seconds = 0.0
+
+    def __call__(self, factors: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        bs = self.batch_size
+        codes = [
+            encode_observations(self.model, self.dataset.observations(factors[i : i + bs]), chunk=bs)[0]
+            for i in range(0, factors.shape[0], bs)
+        ]
+        self.encoded += factors.shape[0]
+        self.seconds += time.perf_counter() - start
+        return np.concatenate(codes)
+
+
+@dataclass
+class BaselineRun:
+    scores: dict[str, float]
+    encoded: int
+    encode_seconds: float
+    compute_seconds: float
+
+
+def run_baseline(metric: str, model: BetaVAE, dataset: ProceduralDSprites, settings: EvalSettings) -> BaselineRun:
+    """One metric on its own, every observation encoded, with the generators the evaluation gives it."""
+    represent = PerBatchRepresent(model, dataset, BASELINE_BATCH[metric])
+    streams = random_streams(np.random.default_rng(SEED))
+    sizes = settings.sizes(metric)
+    start = time.perf_counter()
+    train = test = None
+    if metric not in REPRESENT_METRICS:
+        # Its own samples, drawn from the same generators as the evaluation's shared ones.
+        train = SharedSample(dataset.sample_factors(sizes["num_train"], streams["train"]), represent)
+        if "num_test" in sizes:
+            test = SharedSample(dataset.sample_factors(sizes["num_test"], streams["test"]), represent)
+    n_jobs = torch.get_num_threads()
+    scores = run_metric(metric, sizes, represent, tuple(dataset.factor_sizes), streams, train, test, n_jobs)
+    seconds = time.perf_counter() - start
+    return BaselineRun(scores, represent.encoded, represent.seconds, seconds - represent.seconds)
+
+
+@dataclass
+class Row:
+    """One metric's line of the comparison."""
+
+    compute: list[float] = field(default_factory=list)  # seconds, cached codes
+    baseline_encoded: int = 0
+    baseline_encode_seconds: float = 0.0
+    baseline_extrapolated: bool = False
+    baseline_compute: float | None = None  # measured; else the cached path's median stands in
+    baseline_rate: float = 0.0  # observations encoded per second, where extrapolated from
+
+
+def _log(message: str) -> None:
+    print(f"bench.metrics: {message}", file=sys.stderr, flush=True)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _same(a: dict[str, float], b: dict[str, float], what: str) -> None:
+    if a != b:
+        diffs = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        raise AssertionError(f"{what}: the cached evaluation and the baseline disagree: {diffs}")
+
+
+def run(quick: bool = False) -> str:
+    """Time the metrics, compare with per-metric encoding, and return the markdown section."""
+    warnings.filterwarnings("ignore", module="sklearn")  # lbfgs convergence notes of the reference's classifiers
+    started = time.perf_counter()
+    gflops_before, load_before = matmul_gflops(), os.getloadavg()[0]
+    dataset = ProceduralDSprites("cpu")
+    model = make_model(dataset)
+    settings = EvalSettings(preset="reference", overrides=QUICK if quick else {})
+    rng = lambda: np.random.default_rng(SEED)  # noqa: E731 - the same generator for every path
+
+    # The evaluation as a trial runs it: a fresh cache, every metric.
+    cache = CodeCache(model, dataset)
+    _log("evaluation with a fresh cache")
+    full = run_evaluation(model, dataset, settings, rng(), cache=cache)
+    _log(f"{full.seconds:.0f} s, {full.encoded} encoded in {full.encode_seconds:.0f} s, metrics {full.metric_seconds}")
+    rows = {name: Row(compute=[full.metric_seconds[name]]) for name in METRIC_NAMES}
+
+    # The metrics' computation again on the filled cache: encoding excluded, scores unchanged.
+    for name in METRIC_NAMES:
+        runs = REPEATS if full.metric_seconds[name] < REPEAT_UNDER_SECONDS else 1
+        for _ in range(runs - 1):
+            _log(f"{name} again on cached codes")
+            again = run_evaluation(model, dataset, settings.model_copy(update={"metrics": (name,)}), rng(), cache=cache)
+            _same({k: full.scores[k] for k in again.scores}, again.scores, f"{name} on cached codes")
+            rows[name].compute.append(again.metric_seconds[name])
+
+    # Baseline, measured in full: the code-based metrics.
+    baseline_scores: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        if name in REPRESENT_METRICS:
+            continue
+        _log(f"baseline {name}")
+        base = run_baseline(name, model, dataset, settings)
+        _log(f"baseline {name}: {base.encoded} encoded in {base.encode_seconds:.0f} s, "
+             f"computed in {base.compute_seconds:.0f} s")
+        _same({k: full.scores[k] for k in base.scores}, base.scores, name)
+        baseline_scores.update(base.scores)
+        row = rows[name]
+        row.baseline_encoded, row.baseline_encode_seconds, row.baseline_compute = (
+            base.encoded, base.encode_seconds, base.compute_seconds)
+
+    # Baseline BetaVAE and FactorVAE: in full when quick, else on the reduced size and extrapolated.
+    reduced = settings if quick else EvalSettings(preset="reference", overrides=REDUCED)
+    _log("BetaVAE and FactorVAE at the baseline's size, on the filled cache (same weights, same codes)")
+    small_cached = run_evaluation(
+        model, dataset, reduced.model_copy(update={"metrics": REPRESENT_METRICS}), rng(), cache=cache
+    )
+    reduced_values: dict[str, tuple[float, float]] = {}
+    for name in REPRESENT_METRICS:
+        _log(f"baseline {name} at {reduced.sizes(name)}")
+        base = run_baseline(name, model, dataset, reduced)
+        _log(f"baseline {name}: {base.encoded} encoded in {base.encode_seconds:.0f} s, "
+             f"computed in {base.compute_seconds:.0f} s")
+        _same({k: small_cached.scores[k] for k in base.scores}, base.scores, f"{name} at the reduced size")
+        assert base.encoded == requested(name, reduced.sizes(name)), (name, base.encoded)
+        row = rows[name]
+        row.baseline_encoded = requested(name, settings.sizes(name))
+        row.baseline_encode_seconds = base.encode_seconds * row.baseline_encoded / base.encoded
+        row.baseline_extrapolated = not quick
+        row.baseline_compute = base.compute_seconds if quick else None
+        baseline_scores.update(base.scores if quick else {})
+        reduced_values.update({k: (small_cached.scores[k], base.scores[k]) for k in base.scores})
+        row.baseline_rate = base.encoded / base.encode_seconds
+
+    gflops_after, load_after = matmul_gflops(), os.getloadavg()[0]
+    return _markdown(
+        quick=quick, settings=settings, full=full, rows=rows, baseline_scores=baseline_scores,
+        reduced=reduced, reduced_values=reduced_values, gflops=(gflops_before, gflops_after),
+        load=(load_before, load_after),
+        minutes=(time.perf_counter() - started) / 60,
+    )
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:,.1f}" if seconds >= 1 else f"{seconds:.3f}"
+
+
+def _markdown(*, quick, settings, full, rows, baseline_scores, reduced, reduced_values, gflops, load, minutes) -> str:
+    threads = torch.get_num_threads()
+    sizes_name = "quick smoke-test sizes (not representative)" if quick else "the reference sizes"
+    out = ["## Metrics: one evaluation", ""]
+    out.append(
+        f"A {LATENT_DIM}-latent reference encoder with random weights (seed {SEED}, mean head rescaled to unit "
+        f"code spread so that FactorVAE keeps its latents active) on the procedural dSprites, every metric at "
+        f"{sizes_name}, mean representation, on the CPU with {threads} torch threads (DCI and SAP fit with "
+        f"{threads} processes). float32 matmul in the same process: {gflops[0]:.0f} GFLOP/s before, "
+        f"{gflops[1]:.0f} after; 1-minute load average {load[0]:.1f} before and {load[1]:.1f} after (on "
+        f"{machine_cores()} cores: above that, other work shared the machine and stretched every timing); the "
+        f"section took {minutes:.0f} minutes to measure."
+    )
+    out += ["", "### This evaluation (`trainables.evaluate`)", ""]
+    out += ["| step | seconds | runs (median) |", "|---|---:|---:|"]
+    for name in METRIC_NAMES:
+        compute = rows[name].compute
+        out.append(f"| {name} (encoding excluded) | {_fmt(_median(compute))} | {len(compute)} |")
+    total_requested = sum(requested(name, settings.sizes(name)) for name in METRIC_NAMES)
+    out.append(
+        f"| encoding: {full.encoded:,} distinct observations rendered and encoded "
+        f"({full.encoded / full.encode_seconds:,.0f} per second) | {_fmt(full.encode_seconds)} | 1 |"
+    )
+    out.append(f"| **total per evaluation** (wall time, everything included) | **{_fmt(full.seconds)}** | 1 |")
+    out += [
+        "",
+        f"The metrics ask for {total_requested:,} observations in all when each draws its own; "
+        f"the cache over the {np.prod(ProceduralDSprites.factor_sizes):,}-cell factor grid encodes "
+        f"{full.encoded:,} of them ({total_requested / full.encoded:.1f}x fewer).",
+        "",
+        "### Against per-metric encoding (the reference's way)",
+        "",
+        "| metric | observations encoded | batch | encoding s | computation s | total s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    baseline_total = 0.0
+    extrapolated = False
+    for name in METRIC_NAMES:
+        row = rows[name]
+        compute = row.baseline_compute if row.baseline_compute is not None else _median(row.compute)
+        mark = " ≈" if row.baseline_extrapolated else ""
+        total = row.baseline_encode_seconds + compute
+        baseline_total += total
+        extrapolated |= row.baseline_extrapolated
+        star = "¹" if row.baseline_extrapolated else ""
+        out.append(
+            f"| {name} | {row.baseline_encoded:,} | {BASELINE_BATCH[name]} "
+            f"|{mark} {_fmt(row.baseline_encode_seconds)}{star} "
+            f"| {_fmt(compute)}{'²' if row.baseline_compute is None else ''} |{mark} {_fmt(total)} |"
+        )
+    approx = "≈ " if extrapolated else ""
+    out.append(f"| **every metric on its own** | **{total_requested:,}** | | | | **{approx}{_fmt(baseline_total)}** |")
+    batch = f"{RENDER_BATCH} rendered, {CPU_ENCODE_CHUNK} per forward"
+    out.append(f"| **this evaluation** | **{full.encoded:,}** | {batch} | {_fmt(full.encode_seconds)} "
+               f"| {_fmt(sum(full.metric_seconds.values()))} | **{_fmt(full.seconds)}** |")
+    speedup = baseline_total / full.seconds
+    encode_speedup = sum(r.baseline_encode_seconds for r in rows.values()) / full.encode_seconds
+    verdict = "meets" if speedup >= 5 else "does not meet"
+    computation = sum(_median(rows[name].compute) for name in METRIC_NAMES)
+    heaviest = max(METRIC_NAMES, key=lambda name: _median(rows[name].compute))
+    out += [
+        "",
+        f"**Speed-up of the whole evaluation, encoding included: {approx}{speedup:.1f}x** ({verdict} the 5x target); "
+        f"encoding alone: {approx}{encode_speedup:.1f}x.",
+        "",
+        f"Where the time goes: the metrics' own computation, {_fmt(computation)} s (of which {heaviest} "
+        f"{_fmt(_median(rows[heaviest].compute))} s), is the same on both paths, so even free encoding would give at "
+        f"most {approx}{baseline_total / computation:.1f}x here. On the encoding side, an encoder forward costs the "
+        "same per image on this CPU from 16 to 64 images, so the gain there is the number of observations "
+        "encoded, plus rendering 4096 at a time.",
+    ]
+    if extrapolated:
+        rate = {name: rows[name].baseline_rate for name in REPRESENT_METRICS}
+        out += [
+            "",
+            "¹ Extrapolated: at the reference sizes the baseline would render and encode "
+            f"{sum(rows[n].baseline_encoded for n in REPRESENT_METRICS):,} observations for BetaVAE and FactorVAE "
+            "alone. Its encoding was timed on "
+            + ", ".join(
+                f"{name} at num_train {reduced.sizes(name)['num_train']}, num_eval {reduced.sizes(name)['num_eval']} "
+                f"({requested(name, reduced.sizes(name)):,} observations, {rate[name]:,.0f} per second)"
+                for name in REPRESENT_METRICS
+            )
+            + " and scaled by the number of observations.",
+            "",
+            "² The computation on identical codes, timed on the cached path (median above); the baseline did not run "
+            "it at this size.",
+        ]
+    out += ["", "### Same values", ""]
+    out.append(
+        "Every metric gets the same generators on both paths (one stream per use, spawned from the seed), "
+        "and both paths encode with the same kernels, so the codes are identical to the bit and so are the scores. "
+        "The benchmark asserts equality (`==` on every score) and stops if any differs."
+    )
+    out += ["", "| score | this evaluation | baseline | equal |", "|---|---:|---:|:---:|"]
+    for key, value in full.scores.items():
+        if key in baseline_scores:
+            out.append(f"| {key} | {value:.6g} | {baseline_scores[key]:.6g} | yes |")
+    if not quick:
+        size = f"num_train {REDUCED['beta_vae']['num_train']}, num_eval {REDUCED['beta_vae']['num_eval']}"
+        out += ["", f"BetaVAE and FactorVAE at the reduced size ({size}) where the baseline ran in full; "
+                "their scores at the reference sizes, from this evaluation:", ""]
+        out += ["| score | reference sizes | reduced: this evaluation | reduced: baseline | equal |",
+                "|---|---:|---:|---:|:---:|"]
+        for key, (cached, base) in reduced_values.items():
+            out.append(f"| {key} | {full.scores[key]:.6g} | {cached:.6g} | {base:.6g} | yes |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,96 @@
+"""Training speed and memory: images/s, achieved GFLOP/s against the matmul rate, peak RSS.
+
+The step is measured with the project's own `Trainer` (the code a trial
+runs), after a warm-up long enough for denormal floats to appear in the
+convolution backward pass, so the figure is the steady state of a long
+training and not its fast first minute. FLOPs per image are counted once with
+`torch.utils.flop_counter` on a forward and backward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.machine import matmul_gflops
+from trainables.model import BetaVAE
+from trainables.objective import beta_vae_loss
+from trainables.settings import TrialSettings
+from trainables.trainer import Trainer
+
+BATCH = 64
+PUBLIC_TRAINER_GFLOPS = 33.0  # a widely used public PyTorch beta-VAE trainer on this kind of machine
+
+
+def flops_per_image(batch: int = BATCH) -> float:
+    """Forward + backward FLOPs of one training step, per image."""
+    model = BetaVAE(10)
+    x = torch.zeros(batch, 1, 64, 64)
+    with FlopCounterMode(display=False) as counter:
+        logits, mu, logvar = model(x)
+        beta_vae_loss(logits, x, mu, logvar, beta=4.0, capacity=0.0).loss.backward()
+    return counter.get_total_flops() / batch
+
+
+def images_per_second(threads: int, warmup_steps: int, window_steps: int, windows: int) -> list[float]:
+    """Images/s of consecutive windows after `warmup_steps`, from the trainer's own reports."""
+    settings = TrialSettings.model_validate({"training": {"batch_size": BATCH, "threads": threads}})
+    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+    trainer.train(warmup_steps)
+    return [trainer.train(window_steps)["images_per_sec"] for _ in range(windows)]
+
+
+_PEAK_SCRIPT = """
+import json, resource, sys, torch
+from trainables.settings import TrialSettings
+from trainables.trainer import Trainer
+settings = TrialSettings.model_validate({"training": {"batch_size": %d, "threads": 1}})
+trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+trainer.train(%d)
+print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def peak_memory_mib(steps: int) -> float:
+    """Peak resident memory of a fresh process that imports, renders the dataset and trains."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT % (BATCH, steps)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_kib"] / 1024
+
+
+def run(quick: bool) -> str:
+    threads = torch.get_num_threads()
+    warmup, window, windows = (20, 20, 2) if quick else (400, 150, 5)
+    flops = flops_per_image()
+    matmul_before = matmul_gflops()
+    rates = images_per_second(threads, warmup, window, windows)
+    matmul_after = matmul_gflops()
+    rate = statistics.median(rates)
+    achieved = rate * flops / 1e9
+    matmul = statistics.mean([matmul_before, matmul_after])
+    peak = peak_memory_mib(20 if quick else 200)
+    lines = [
+        "## Training step (CPU)",
+        "",
+        f"The reference 10-latent beta-VAE, batch {BATCH}, Adam, on the procedural dSprites; "
+        f"{threads} torch threads; {warmup} warm-up steps, then the median of {windows} windows of "
+        f"{window} steps{' (quick run: not representative)' if quick else ''}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| FLOPs per image (forward + backward, `torch.utils.flop_counter`) | {flops / 1e6:.1f} MFLOP |",
+        f"| training throughput | {rate:.0f} images/s (windows: {', '.join(f'{r:.0f}' for r in rates)}) |",
+        f"| achieved | {achieved:.1f} GFLOP/s |",
+        f"| float32 2048x2048 matmul, same process (before / after) | "
+        f"{matmul_before:.0f} / {matmul_after:.0f} GFLOP/s |",
+        f"| fraction of the matmul rate | {achieved / matmul:.1%} |",
+        f"| public trainer on this kind of machine | about {PUBLIC_TRAINER_GFLOPS:.0f} GFLOP/s (17% of about 200) |",
+        f"| peak memory of one training process ({20 if quick else 200} steps, 1 thread) | {peak:.0f} MiB |",
+    ]
+    return "\n".join(lines) + "\n"
