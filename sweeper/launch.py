@@ -45,13 +45,18 @@ class SweepRecord:
     created: float
 
     def write(self, folder: Path) -> None:
-        tmp = folder / f".{SWEEP_RECORD}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, folder / SWEEP_RECORD)
+        write_atomically(folder / SWEEP_RECORD, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def read(cls, folder: Path) -> SweepRecord:
         return cls(**json.loads((folder / SWEEP_RECORD).read_text()))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader (or a resume after a crash) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def new_sweep_id(name: str) -> str:
@@ -126,7 +131,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
             storage=str(storage_root(config)),
             created=time.time(),
         )
-        (sweep_dir / RESOLVED_CONFIG).write_text(dump_config(config))
+        write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
         tuner = _new_tuner(config, sweep_dir, [MLflowTrialCallback(tracking), progress])
