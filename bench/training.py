@@ -66,7 +66,7 @@ def peak_memory_mib(steps: int) -> float:
 
 def run(quick: bool) -> str:
     threads = torch.get_num_threads()
-    warmup, window, windows = (20, 20, 2) if quick else (400, 150, 5)
+    warmup, window, windows = (20, 20, 2) if quick else (300, 100, 3)
     flops = flops_per_image()
     matmul_before = matmul_gflops()
     rates = images_per_second(threads, warmup, window, windows)

@@ -114,6 +114,15 @@ def test_only_selected_metrics_run_and_keep_their_scores(full_run):
         assert subset[key] == full_run[key], key
 
 
+def test_runs_on_the_full_dsprites_grid():
+    chosen = ("beta_vae", "factor_vae", "mig", "unsupervised")  # the classifier metrics are slow on 40 classes
+    report = evaluate(spread_model(), ProceduralDSprites(), settings(metrics=chosen), np.random.default_rng(0))
+    assert set(report) == {f"disent/{s}" for name in chosen for s in SCORES[name]} | {"eval/seconds", "eval/encoded"}
+    assert all(math.isfinite(v) for v in report.values())
+    requested = 2 * 8 * (60 + 30) + 200 + 8 * (60 + 30) + 200
+    assert 0 < report["eval/encoded"] <= requested
+
+
 def test_no_metric_selected_reports_only_timing():
     model = spread_model()
     report = evaluate(model, CoarseDSprites(), settings(metrics=()), np.random.default_rng(0))
