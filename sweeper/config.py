@@ -131,6 +131,26 @@ class SweepConfig(Strict):
     ray: RayConfig = RayConfig()
     failure: FailureConfig = FailureConfig()
 
+    @field_validator("data")
+    @classmethod
+    def _data_file_is_usable(cls, data: DataSettings) -> DataSettings:
+        """A file path made absolute (trials and later commands run elsewhere), and the file checked
+        as far as its headers go; its content is checked when the sweep reads it (sweeper.datasets)."""
+        from trainables.data import DataError, check_settings
+
+        if data.path is not None:
+            path = Path(data.path).expanduser()
+            if not path.is_file():
+                where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+                raise ValueError(f"path = {data.path!r}: no such file{where}")
+            data = data.model_copy(update={"path": str(path.resolve())})
+        try:
+            check_settings(data)
+        except DataError as exc:
+            key = "path" if data.path is not None else "ground_truth"
+            raise ValueError(f"{key}: {exc}") from None
+        return data
+
     @model_validator(mode="after")
     def _metric_is_reported(self) -> SweepConfig:
         known = reported_metrics(self)

@@ -179,8 +179,6 @@ def read_checkpoint(row: dict) -> tuple[dict, dict[str, Any] | None]:
 def build_config(row: dict, run: Run, ref: SweepRef, weights: dict, state: dict[str, Any] | None) -> dict[str, Any]:
     """config.json: architecture, objective, seed, data, training and the library versions, from the run's
     params; refused when they do not fit the checkpoint."""
-    from trainables import data
-
     params = run.data.params
     sizes = exported.model_config(weights)
     recorded = row["latent_dim"]
@@ -195,15 +193,7 @@ def build_config(row: dict, run: Run, ref: SweepRef, weights: dict, state: dict[
             raise EnvironmentProblem(
                 f"{_describe(row)}: its checkpoint belongs to beta={saved[0]}, C_max={saved[1]}, seed={saved[2]}"
             )
-    dataset = params.get("data.name", "dsprites")
-    data_spec: dict[str, Any] = {"name": dataset}
-    if dataset == "dsprites":
-        data_spec.update(
-            kind="procedural dSprites (the original factor grid, rendered)",
-            factor_names=list(data.FACTOR_NAMES),
-            factor_sizes=list(data.FACTOR_SIZES),
-            image_shape=[sizes["channels"], data.IMAGE_SIZE, data.IMAGE_SIZE],
-        )
+    data_spec = data_record(params, sizes["channels"])
     return {
         "model": {"class": "trainables.model.BetaVAE", "architecture": ARCHITECTURE, **sizes, "image_size": 64},
         "objective": {
@@ -235,6 +225,35 @@ def build_config(row: dict, run: Run, ref: SweepRef, weights: dict, state: dict[
             "checkpoint": row["checkpoint"],
         },
     }
+
+
+def data_record(params: dict[str, str], channels: int) -> dict[str, Any]:
+    """config.json's `data`: which dataset, file, variant and ground-truth factors the run trained on."""
+    from trainables import data
+
+    dataset = params.get("data.name", "dsprites")
+    variant = params.get("data.variant", "none")
+    ground_truth = params.get("data.ground_truth", "None")
+    spec: dict[str, Any] = {"name": dataset, "image_shape": [channels, data.IMAGE_SIZE, data.IMAGE_SIZE]}
+    if dataset == "dsprites":
+        spec.update(
+            kind="procedural dSprites (the original factor grid, rendered)",
+            factor_names=list(data.FACTOR_NAMES),
+            factor_sizes=list(data.FACTOR_SIZES),
+        )
+    else:
+        kinds = {"dsprites_file": "a dSprites file", "npz": "an own dataset file (images, factor classes, names)"}
+        spec.update(kind=kinds.get(dataset, dataset), path=params.get("data.path"))
+    if variant != "none":
+        spec.update(variant=variant, kind=f"{spec['kind']}, {variant} variant")
+    if ground_truth != "None":
+        spec["ground_truth"] = [name.strip(" '\"") for name in ground_truth.strip("[]").split(",")]
+        spec["kind"] += f", ground truth {', '.join(spec['ground_truth'])}"
+        if dataset == "dsprites":
+            keep = [data.FACTOR_NAMES.index(n) for n in spec["ground_truth"] if n in data.FACTOR_NAMES]
+            spec["factor_names"] = [data.FACTOR_NAMES[k] for k in keep]
+            spec["factor_sizes"] = [data.FACTOR_SIZES[k] for k in keep]
+    return spec
 
 
 def _version(name: str) -> str | None:

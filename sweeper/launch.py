@@ -23,6 +23,7 @@ from ray import tune
 
 from sweeper import space
 from sweeper.config import SweepConfig, dump_config
+from sweeper.datasets import with_dataset
 from sweeper.errors import EnvironmentProblem
 from sweeper.progress import ProgressCallback
 from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect
@@ -192,7 +193,9 @@ def trial_name(trial: tune.experiment.Trial) -> str:
 
 
 def _trainable(config: SweepConfig) -> Any:
-    return tune.with_resources(train, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
+    # A dataset file is read here, once, and shared with the trials through the object store.
+    resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
+    return tune.with_resources(with_dataset(train, config), resources)
 
 
 def _new_tuner(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:

@@ -35,7 +35,8 @@ def load_model(checkpoint: str | None) -> BetaVAE:
     if not checkpoint or not (Path(checkpoint) / WEIGHTS_FILE).is_file():
         raise MissingCheckpoint(f"no {WEIGHTS_FILE} in checkpoint {checkpoint!r}")
     weights = load_weights(checkpoint)
-    model = BetaVAE(latent_dim=weights["encoder.mean.weight"].shape[0])
+    channels = weights["encoder.features.0.weight"].shape[1]  # 3 for the colour and noisy variants
+    model = BetaVAE(latent_dim=weights["encoder.mean.weight"].shape[0], channels=channels)
     model.load_state_dict(weights)
     return model.eval()
 
@@ -47,7 +48,13 @@ def observation_set(n: int = OBSERVATIONS, seed: int = OBSERVATION_SEED) -> torc
 
 
 def encode(model: BetaVAE, observations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means (n, D) and the KL of each latent averaged over the observations (D,)."""
+    """Posterior means (n, D) and the KL of each latent averaged over the observations (D,).
+
+    Single-channel observations are given to a model of RGB images as white sprites.
+    """
+    channels = model.encoder.features[0].in_channels
+    if observations.shape[1] == 1 and channels != 1:
+        observations = observations.expand(-1, channels, -1, -1)
     mu, logvar = encode_observations(model, observations)
     kl = 0.5 * (mu**2 + np.exp(logvar) - logvar - 1)
     return mu, kl.mean(axis=0)

@@ -19,6 +19,12 @@ Why an evaluation is cheap:
   train sample and one test sample of factors; each metric reads the first
   `num_train` / `num_test` rows it is configured for.
 The cache lives for one call: the weights change between evaluations.
+A dataset whose observations are not a function of their factors (colour or
+noise per observation, hidden factors: `dataset.deterministic` is False) gets
+no cache: every observation a metric asks for is rendered and encoded, with
+the randomness drawn from the evaluation's own "observations" stream.
+A dataset whose factor grid is incomplete is refused for the metrics that
+need every cell (BetaVAE, FactorVAE), with a message saying why.
 
 The representation is the posterior mean, or with `representation="sampled"`
 a draw mu + sigma * eps. The cache keeps mu and log-variance, not draws, and
@@ -45,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from trainables.data import unsupported_metrics
 from trainables.metrics.beta_vae import beta_vae_score
 from trainables.metrics.dci import dci
 from trainables.metrics.factor_vae import factor_vae_score
@@ -67,7 +74,8 @@ MAX_GRID_CELLS = 1 << 26  # a bigger factor grid would not fit a dense cache
 
 SHARED_METRICS = ("mig", "dci", "sap", "modularity", "unsupervised")  # read the shared train sample
 TEST_SPLIT_METRICS = ("dci", "sap", "modularity")  # also read the shared test sample
-STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci")  # one generator per use, in this order
+# One generator per use, in this order; new uses go at the end, so the others keep their numbers.
+STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci", "observations")
 
 
 def random_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
@@ -114,28 +122,42 @@ class CodeCache:
     Dense arrays of prod(factor_sizes) x D, keyed by `dataset.flat_index`, with
     a mask of the filled cells (about 59 MB for dSprites at D = 10; untouched
     pages are never allocated). Valid for one set of weights only.
+
+    For a dataset that is not `deterministic` nothing is cached: every lookup
+    renders its observations (randomness from `generator`) and encodes them.
     """
 
     def __init__(
-        self, model: BetaVAE, dataset, render_batch: int = RENDER_BATCH, chunk: int | None = None
+        self,
+        model: BetaVAE,
+        dataset,
+        render_batch: int = RENDER_BATCH,
+        chunk: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.model = model
         self.dataset = dataset
         self.factor_sizes = tuple(int(s) for s in dataset.factor_sizes)
+        self.render_batch = int(render_batch)
+        self.chunk = chunk
+        self.generator = generator
+        self.encoded = 0  # observations encoded (distinct ones, when cached)
+        self.encode_seconds = 0.0  # time spent rendering and encoding them
+        self.cached = bool(getattr(dataset, "deterministic", True))
+        if not self.cached:
+            return
         cells = math.prod(self.factor_sizes)
         if cells > MAX_GRID_CELLS:
             raise ValueError(f"factor grid of {cells} cells is too large for a dense code cache")
-        self.render_batch = int(render_batch)
-        self.chunk = chunk
         latent_dim = int(model.latent_dim)
         self.mu = np.empty((cells, latent_dim), dtype=np.float32)
         self.logvar = np.empty((cells, latent_dim), dtype=np.float32)
         self.filled = np.zeros(cells, dtype=bool)
-        self.encoded = 0  # distinct observations encoded
-        self.encode_seconds = 0.0  # time spent rendering and encoding them
 
     def lookup(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and log-variance (n, D) for an int (n, K) array of factor vectors."""
+        if not self.cached:
+            return self.encode_each(np.asarray(factors))
         index = self.dataset.flat_index(np.asarray(factors))
         self.fill(index)
         return self.mu[index], self.logvar[index]
@@ -155,6 +177,22 @@ class CodeCache:
             self.filled[cells] = True
         self.encoded += int(missing.size)
         self.encode_seconds += time.perf_counter() - start
+
+    def encode_each(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Render and encode every row of `factors`, repeats included: each is a fresh observation."""
+        start = time.perf_counter()
+        mus, logvars = [], []
+        for begin in range(0, len(factors), self.render_batch):
+            batch = self.dataset.observations(factors[begin : begin + self.render_batch], self.generator)
+            mu, logvar = encode_observations(self.model, batch, self.chunk)
+            mus.append(mu)
+            logvars.append(logvar)
+        self.encoded += len(factors)
+        self.encode_seconds += time.perf_counter() - start
+        if not mus:
+            empty = np.empty((0, int(self.model.latent_dim)), dtype=np.float32)
+            return empty, empty.copy()
+        return np.concatenate(mus), np.concatenate(logvars)
 
     def representation(self, kind: str, rng: np.random.Generator | None = None) -> Represent:
         """The `represent` callable the metrics use: the mean, or mu + sigma * eps with fresh eps from rng."""
@@ -264,11 +302,17 @@ def run_evaluation(
     streams = random_streams(rng)
     n_jobs = torch.get_num_threads() if n_jobs is None else n_jobs
     factor_sizes = tuple(int(s) for s in dataset.factor_sizes)
+    problem = unsupported_metrics(dataset, selected)
+    if problem:
+        raise ValueError(problem)
 
     was_training = model.training
     model.eval()
     try:
-        cache = CodeCache(model, dataset) if cache is None else cache
+        if cache is None:
+            device = getattr(dataset, "device", torch.device("cpu"))
+            seed = int(streams["observations"].integers(2**63))
+            cache = CodeCache(model, dataset, generator=torch.Generator(device).manual_seed(seed))
         encoded_before = cache.encoded
         represent = cache.representation(settings.representation, streams["noise"])
         shared = [name for name in selected if name in SHARED_METRICS]

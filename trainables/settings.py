@@ -59,8 +59,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FILE_DATASETS: tuple[str, ...] = ("dsprites_file", "npz")  # the datasets read from `path`
+
+
 class DataSettings(Strict):
-    name: Literal["dsprites"] = "dsprites"
+    """Which ground-truth dataset a trial trains and is scored on (see `trainables.data`).
+
+    name: `dsprites` (procedural, no file), `dsprites_file` (the original
+    dSprites .npz, or a smaller grid in its format) or `npz` (your own images,
+    factor classes and factor names).
+    """
+
+    name: Literal["dsprites", "dsprites_file", "npz"] = "dsprites"
+    path: str | None = Field(None, description="the dataset file, for dsprites_file and npz")
+    variant: Literal["none", "color", "noisy"] = Field(
+        "none", description="color / noisy dSprites made from single-channel images, as in the reference study"
+    )
+    ground_truth: tuple[str, ...] | None = Field(
+        None, description="the factors the metrics score (default all); the others vary at random"
+    )
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DataSettings:
+        if self.name in FILE_DATASETS and not self.path:
+            raise ValueError(f"path: required when name is {self.name!r}")
+        if self.name not in FILE_DATASETS and self.path is not None:
+            raise ValueError(f"path: only {' and '.join(FILE_DATASETS)} read a file; {self.name!r} does not")
+        names = self.ground_truth
+        if names is not None and (not names or len(set(names)) != len(names)):
+            raise ValueError(f"ground_truth: {list(self.ground_truth)} must name distinct factors, at least one")
+        return self
 
 
 class ModelSettings(Strict):

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from trainables.data import StoredImages
 from trainables.evaluate import evaluate
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
@@ -32,9 +33,12 @@ def _next_boundary(step: int, every: int, last: int) -> int:
     return min(last, (step // every + 1) * every)
 
 
-def train(config: dict[str, Any]) -> None:
+def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
+    """One trial. `stored`: the dataset file's content, put once into Ray's object store by the
+    driver (`sweeper.datasets`); None for the procedural dataset."""
     settings = TrialSettings.model_validate(config["settings"])
-    trainer = Trainer(settings, beta=config["beta"], capacity=config["capacity"], seed=trial_seed(config))
+    seed = trial_seed(config)
+    trainer = Trainer(settings, beta=config["beta"], capacity=config["capacity"], seed=seed, stored=stored)
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}
     if checkpoint is not None:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.checkpoint import load_state, load_weights, save_checkpoint
-from trainables.data import ProceduralDSprites, make_dataset
+from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
 from trainables.model import BetaVAE
 from trainables.objective import beta_vae_loss, capacity_at
-from trainables.settings import TrialSettings
+from trainables.settings import DataSettings, TrialSettings
 
 ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
 
@@ -38,14 +37,28 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-@lru_cache(maxsize=4)
-def shared_dataset(name: str, device: str) -> ProceduralDSprites:
-    """One dataset per worker process and device, reused by every trial the process runs."""
-    return make_dataset(name, device)
+_DATASETS: dict[tuple[DataSettings, str], GroundTruthData] = {}
+
+
+def shared_dataset(settings: DataSettings, device: str, stored: StoredImages | None = None) -> GroundTruthData:
+    """One dataset per worker process, settings and device, reused by every trial the process runs.
+
+    `stored` is the file's content from Ray's object store (zero-copy on the
+    CPU); without it a file-backed dataset is read from its file. On a GPU the
+    packed images are copied there once per process, not once per trial.
+    """
+    key = (settings, device)
+    if key not in _DATASETS:
+        if len(_DATASETS) >= 2:
+            _DATASETS.pop(next(iter(_DATASETS)))
+        _DATASETS[key] = make_dataset(settings, device, stored)
+    return _DATASETS[key]
 
 
 class Trainer:
-    def __init__(self, settings: TrialSettings, beta: float, capacity: float, seed: int) -> None:
+    def __init__(
+        self, settings: TrialSettings, beta: float, capacity: float, seed: int, stored: StoredImages | None = None
+    ) -> None:
         self.settings = settings
         self.beta = float(beta)
         self.capacity_max = float(capacity)
@@ -59,8 +72,11 @@ class Trainer:
             torch.set_num_threads(training.threads)
 
         torch.manual_seed(self.seed)
-        self.dataset = shared_dataset(settings.data.name, str(self.device))
-        self.model = BetaVAE(settings.model.latent_dim).to(self.device)
+        self.dataset = shared_dataset(settings.data, str(self.device), stored)
+        problem = unsupported_metrics(self.dataset, settings.eval.metrics)
+        if problem:
+            raise ValueError(problem)
+        self.model = BetaVAE(settings.model.latent_dim, channels=self.dataset.image_shape[0]).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8
         )
@@ -84,7 +100,7 @@ class Trainer:
     def train_step(self) -> None:
         batch_size = self.settings.training.batch_size
         factors = self.dataset.sample_factors_torch(batch_size, self.generator)
-        x = self.dataset.observations(factors)
+        x = self.dataset.observations(factors, self.generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             logits, mu, logvar = self.model(x, self.generator)
         terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())

@@ -71,14 +71,17 @@ def base_sprites() -> np.ndarray:
 class ProceduralDSprites:
     """Ground-truth dataset with the dSprites factor grid, rendered on demand.
 
-    Interface shared by every dataset: `factor_names`, `factor_sizes`,
-    `sample_factors(n, rng)` (numpy) and `observations(factors)` returning a
-    float tensor (n, 1, 64, 64) in {0, 1} on `device`.
+    Implements the interface every dataset shares (`trainables.data.base.GroundTruthData`):
+    observations are float tensors (n, 1, 64, 64) in {0, 1} on `device`, a
+    function of their factors alone.
     """
 
     factor_names = FACTOR_NAMES
     factor_sizes = FACTOR_SIZES
     image_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
+    deterministic = True  # an observation is a function of its factors: the metrics may cache codes per cell
+    complete_grid = True  # every cell of the factor grid has an observation
+    description = "procedural dSprites"
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
@@ -96,7 +99,10 @@ class ProceduralDSprites:
         u = torch.rand((n, len(self.factor_sizes)), device=self.device, generator=generator)
         return (u * highs).long()
 
-    def observations(self, factors: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The images of `factors`; `generator` is unused (nothing here is random)."""
         f = torch.as_tensor(factors, device=self.device).long()
         if f.ndim != 2 or f.shape[1] != len(self.factor_sizes):
             raise ValueError(f"factors must have shape (n, {len(self.factor_sizes)}), got {tuple(f.shape)}")
@@ -111,11 +117,4 @@ class ProceduralDSprites:
 
     def flat_index(self, factors: np.ndarray) -> np.ndarray:
         return factor_math.flat_index(factors, self.factor_sizes)
-
-
-def make_dataset(name: str, device: torch.device | str = "cpu") -> ProceduralDSprites:
-    """The dataset a trial's settings name."""
-    if name == "dsprites":
-        return ProceduralDSprites(device)
-    raise ValueError(f"unknown dataset {name!r}; known: 'dsprites'")
 

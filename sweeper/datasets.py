@@ -1,0 +1,37 @@
+"""A file-backed dataset read once by the driver and put once into Ray's object store for the trials.
+
+The driver reads and checks the file (`trainables.data.load_stored`: keys,
+shapes, dtypes, factor grid, pixel values) before any trial starts, so a bad
+file is a ConfigError naming the file, not a failure in every trial. The
+packed images then go to the object store with `tune.with_parameters`: one
+`ray.put`, after which the driver drops its own copy. Every trial on a node
+gets the same shared-memory object (a trial on another node pulls one copy
+to its node's store), and numpy arrays come back from `ray.get` as zero-copy
+read-only views, so four concurrent trials hold the images once, not four
+times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+from sweeper.config import SweepConfig
+from sweeper.errors import ConfigError
+from trainables.data import DataError, load_stored, make_dataset, unsupported_metrics
+
+
+def with_dataset(trainable: Callable[..., Any], config: SweepConfig) -> Callable[..., Any]:
+    """`trainable` with the sweep's dataset file passed as `stored=`, or unchanged for a procedural dataset."""
+    try:
+        stored = load_stored(config.data)
+        if stored is None:
+            return trainable
+        problem = unsupported_metrics(make_dataset(config.data, "cpu", stored), config.eval.metrics)
+    except DataError as exc:
+        raise ConfigError(f"data: {exc}") from None
+    if problem:
+        raise ConfigError(f"eval.metrics: {problem}")
+    return tune.with_parameters(trainable, stored=stored)

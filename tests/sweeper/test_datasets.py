@@ -1,0 +1,104 @@
+"""Sweeps from dataset files on the embedded local Ray, and the file shared through the object store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from sweeper.config import validate_config
+from sweeper.datasets import with_dataset
+from sweeper.errors import ConfigError
+from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
+from trainables.settings import METRIC_NAMES, DataSettings, metric_outputs
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = (1, 3, 2, 4, 8, 8)  # a small grid in the original format: 1,536 images
+
+# One short trial, every metric at small sizes.
+TINY = [
+    "--set", "search.seeds=1", "--set", "search.beta=[4.0]",
+    "--set", "training.steps=20", "--set", "training.report_every=10", "--set", "training.checkpoint_every=20",
+    "--set", "eval.every=20",
+    "--set", "eval.overrides={beta_vae: {num_train: 100, num_eval: 50}, factor_vae: {num_train: 100, num_eval: 50, "
+    "num_variance_estimate: 500}, dci: {num_train: 300, num_test: 150}}",
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    classes = np.stack(np.unravel_index(np.arange(int(np.prod(SIZES))), SIZES), axis=1)
+    images = ProceduralDSprites().observations(classes[:, 1:])[:, 0].numpy().astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(classes))
+    return {
+        "dsprites_file": dsprites_file.write(folder / "dsprites.npz", images, classes),
+        "npz": byo.write(folder / "own.npz", images[order] * 255, classes[order, 1:], ["s", "c", "o", "x", "y"]),
+    }
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("name", ["dsprites_file", "npz"])
+def test_a_sweep_from_a_file_reports_every_metric(tmp_path, sweeper_cli, files, name):
+    args = ["launch", str(REPO / "configs" / "smoke.yaml"), "--set", f"data.name={name}",
+            "--set", f"data.path={files[name]}", *TINY]
+    done = sweeper_cli(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    (trial,) = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
+    assert trial.info.status == "FINISHED"
+    assert trial.data.params["data.name"] == name and trial.data.params["data.path"] == str(files[name])
+    scores = {k for k in trial.data.metrics if k.startswith("disent/")}
+    assert scores == {f"disent/{score}" for metric in METRIC_NAMES for score in metric_outputs(metric)}
+
+
+def test_a_config_naming_a_missing_or_wrong_file_is_refused_with_the_key_and_file(tmp_path, files):
+    base = {"name": "t", "search": {"beta": [1.0]}}
+    with pytest.raises(ConfigError, match=r"data.path = '/nowhere/d.npz': no such file"):
+        validate_config({**base, "data": {"name": "npz", "path": "/nowhere/d.npz"}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match=rf"data.path: {files['npz']}: not a dSprites file: no array 'imgs'"):
+        validate_config({**base, "data": {"name": "dsprites_file", "path": str(files["npz"])}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match="data.path: required when name is 'npz'"):
+        validate_config({**base, "data": {"name": "npz"}}, "cfg.yaml")
+    # A file whose headers are fine but whose grid is not is refused when the sweep reads it, before any trial.
+    partial = tmp_path / "partial.npz"
+    with np.load(files["npz"]) as f:
+        byo.write(partial, f["images"][:-5], f["factor_classes"][:-5], list(f["factor_names"]))
+    config = validate_config({**base, "data": {"name": "npz", "path": str(partial)}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match=rf"eval.metrics: dataset file {partial}: its factor grid is not a full"):
+        with_dataset(lambda config: None, config)
+
+
+def _where_the_pixels_live(refs: list) -> tuple[str, bool]:
+    """In a worker: the mapping that holds the dataset's pixel tensor, and whether the array is read-only.
+
+    The ref comes in a list, so the worker calls ray.get itself, as `tune.with_parameters` does."""
+    stored = ray.get(refs[0])
+    dataset = make_dataset(DataSettings(name="dsprites_file", path="/unused-in-the-worker"), "cpu", stored)
+    address = dataset._pixels.data_ptr()  # noqa: SLF001 - where the images are is the point
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            return (rest[-1] if len(rest) == 5 else "[anonymous]"), not stored.pixels.flags.writeable
+    return "not mapped", False
+
+
+@pytest.mark.sweep
+def test_trials_on_a_node_read_the_stored_images_from_shared_memory_without_copying(files):
+    from trainables.data import load_stored
+
+    stored = load_stored(DataSettings(name="dsprites_file", path=str(files["dsprites_file"])))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ref = ray.put(stored)
+        where = ray.get([ray.remote(_where_the_pixels_live).remote([ref]) for _ in range(2)])
+    finally:
+        ray.shutdown()
+    for mapping, read_only in where:
+        assert read_only
+        assert "plasma" in mapping or mapping.startswith("/dev/shm"), mapping  # the node's object store

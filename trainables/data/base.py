@@ -1,0 +1,70 @@
+"""What every ground-truth dataset offers the trainer and the metrics, and the error a bad file raises.
+
+Training draws factors on the device (`sample_factors_torch`) and renders them
+(`observations`) so a step never waits on the host; the metrics draw factors
+with numpy (`sample_factors`) and look codes up by `flat_index`. Two flags
+tell the metrics what they may assume:
+
+- `deterministic`: the observation is a function of its factors alone, so the
+  code of a factor cell can be computed once and reused (the code cache of
+  `trainables.evaluate`). Colour, noise and hidden factors make it False.
+- `complete_grid`: every cell of the factor grid has an observation. The
+  BetaVAE and FactorVAE scores fix one factor and draw the others freely, so
+  they need it; the other metrics only need (observation, factors) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+# Metrics that draw factor vectors freely (one factor fixed) and so need every cell to exist.
+FULL_GRID_METRICS: tuple[str, ...] = ("beta_vae", "factor_vae")
+
+
+class DataError(ValueError):
+    """A dataset file that cannot be used as it is; the message names the file and the problem."""
+
+
+class GroundTruthData(Protocol):
+    factor_names: tuple[str, ...]
+    factor_sizes: tuple[int, ...]
+    image_shape: tuple[int, int, int]  # (channels, 64, 64)
+    deterministic: bool
+    complete_grid: bool
+    description: str
+    device: torch.device
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+    def flat_index(self, factors: np.ndarray) -> np.ndarray: ...
+
+
+def uniform_factors_torch(
+    sizes: Sequence[int], n: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """n factor vectors, each factor uniform over its classes, drawn on `device`."""
+    highs = torch.tensor(tuple(sizes), device=device)
+    u = torch.rand((n, len(sizes)), device=device, generator=generator)
+    return (u * highs).long().clamp_max_(highs - 1)
+
+
+def unsupported_metrics(dataset: GroundTruthData, metrics: Sequence[str]) -> str | None:
+    """Why `dataset` cannot give these metrics, or None when it can."""
+    need = [m for m in metrics if m in FULL_GRID_METRICS]
+    if need and not getattr(dataset, "complete_grid", True):
+        return (
+            f"{getattr(dataset, 'description', 'the dataset')}: its factor grid is not a full Cartesian product (some factor combinations "
+            f"have no image), and {', '.join(need)} fix one factor and draw the others freely, so they need "
+            f"every combination; drop them from eval.metrics or complete the grid"
+        )
+    return None

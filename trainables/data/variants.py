@@ -1,0 +1,144 @@
+"""The study's dSprites variants, made on the fly from any single-channel source, and the ground-truth switch.
+
+As in the reference study (Locatello et al. 2019, disentanglement_lib):
+
+- color: the sprite scaled by a random RGB colour, each channel uniform in
+  [0.5, 1], drawn per observation, on a black background;
+- noisy: the sprite (white, in RGB) on a background of uniform noise in
+  [0, 1] per pixel and channel, drawn per observation; pixel = min(sprite + noise, 1).
+
+The colour and the noise are not factors, so an observation is no longer a
+function of its factors (`deterministic` is False): the metrics encode every
+observation instead of caching a code per factor cell.
+
+`GroundTruth` chooses which factors count as ground truth (for example
+dSprites without shape): the metrics see only those, while the observations
+still vary in all of them, the others drawn at random per observation.
+
+Randomness comes from the `generator` passed to `observations` (the trial's
+generator in training, an evaluation's own stream in the metrics), so a
+trial stays reproducible and restores exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from trainables import factors as factor_math
+from trainables.data.base import DataError, GroundTruthData, uniform_factors_torch
+
+VARIANTS: tuple[str, ...] = ("none", "color", "noisy")
+
+
+class _Variant:
+    """A source's factors, with its single-channel images turned into RGB observations."""
+
+    deterministic = False
+    name = ""
+
+    def __init__(self, base: GroundTruthData) -> None:
+        if base.image_shape[0] != 1:
+            raise DataError(
+                f"{base.description}: the {self.name} variant needs single-channel images, "
+                f"these have {base.image_shape[0]} channels"
+            )
+        self.base = base
+        self.device = base.device
+        self.factor_names = base.factor_names
+        self.factor_sizes = base.factor_sizes
+        self.complete_grid = base.complete_grid
+        self.image_shape = (3, *base.image_shape[1:])
+        self.description = f"{self.name}-{base.description}"
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.base.sample_factors(n, rng)
+
+    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.base.sample_factors_torch(n, generator)
+
+    def flat_index(self, factors: np.ndarray) -> np.ndarray:
+        return self.base.flat_index(factors)
+
+
+class Color(_Variant):
+    name = "color"
+
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x = self.base.observations(factors, generator)
+        colour = torch.rand((x.shape[0], 3, 1, 1), device=x.device, generator=generator) * 0.5 + 0.5
+        return x * colour
+
+
+class Noisy(_Variant):
+    name = "noisy"
+
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x = self.base.observations(factors, generator)
+        noise = torch.rand((x.shape[0], *self.image_shape), device=x.device, generator=generator)
+        return (x + noise).clamp_(max=1.0)
+
+
+def with_variant(base: GroundTruthData, variant: str) -> GroundTruthData:
+    if variant == "none":
+        return base
+    if variant == "color":
+        return Color(base)
+    if variant == "noisy":
+        return Noisy(base)
+    raise DataError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+class GroundTruth:
+    """The factors `names` of `base` as the ground truth; the others vary at random in the observations."""
+
+    complete_grid = True
+
+    def __init__(self, base: GroundTruthData, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in base.factor_names]
+        if unknown or not names or len(set(names)) != len(names):
+            raise DataError(
+                f"{base.description}: ground_truth {list(names)} must be distinct names among its factors "
+                f"{list(base.factor_names)}" + (f" ({', '.join(unknown)} is not one)" if unknown else "")
+            )
+        if not base.complete_grid:
+            raise DataError(
+                f"{base.description}: ground_truth needs a full factor grid, to draw the other factors freely"
+            )
+        self.base = base
+        self.device = base.device
+        self.visible = [base.factor_names.index(n) for n in names]
+        self.hidden = [k for k in range(len(base.factor_names)) if k not in self.visible]
+        self.factor_names = tuple(names)
+        self.factor_sizes = tuple(base.factor_sizes[k] for k in self.visible)
+        self.image_shape = base.image_shape
+        self.deterministic = base.deterministic and not self.hidden
+        self.description = base.description + (f" (ground truth: {', '.join(names)})" if self.hidden else "")
+        self._hidden_sizes = [base.factor_sizes[k] for k in self.hidden]
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return factor_math.sample_factors(self.factor_sizes, n, rng)
+
+    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
+
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        f = torch.as_tensor(factors, device=self.device).long()
+        if f.ndim != 2 or f.shape[1] != len(self.visible):
+            raise ValueError(f"factors must have shape (n, {len(self.visible)}), got {tuple(f.shape)}")
+        full = torch.empty((f.shape[0], len(self.base.factor_sizes)), dtype=torch.long, device=self.device)
+        full[:, self.visible] = f
+        if self.hidden:
+            full[:, self.hidden] = uniform_factors_torch(self._hidden_sizes, f.shape[0], generator, self.device)
+        return self.base.observations(full, generator)
+
+    def flat_index(self, factors: np.ndarray) -> np.ndarray:
+        return factor_math.flat_index(factors, self.factor_sizes)
