@@ -48,7 +48,7 @@ def launch(
 ) -> None:
     """Start a sweep: Ray Tune trials of beta-VAE training, tracked in MLflow."""
     from sweeper.config import load_config
-    from sweeper.console import print_plan, print_summary
+    from sweeper.console import print_plan
 
     try:
         cfg = load_config(config, set_ or [])
@@ -63,7 +63,22 @@ def launch(
         outcome = run_sweep(cfg, address=address, echo=typer.echo)
     except SweeperError as exc:
         _fail(exc)
-    if print_summary(outcome):
+    _exit_after(outcome)
+
+
+def _exit_after(outcome) -> None:  # noqa: ANN001 - a SweepOutcome, imported lazily
+    """1 when a trial failed; 3 when MLflow did not take every write (they are kept in the sweep folder)."""
+    from sweeper.console import print_summary
+
+    failed = print_summary(outcome)
+    if outcome.unwritten:
+        typer.secho(
+            f"error: {outcome.unwritten} tracking writes are not in MLflow yet (see the lines above)",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(3)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -74,7 +89,6 @@ def resume(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join; env RAY_ADDRESS")] = None,
 ) -> None:
     """Continue a sweep whose driver stopped: finished trials are kept, the rest resume from checkpoints."""
-    from sweeper.console import print_summary
     from sweeper.launch import resume as resume_sweep
     from sweeper.state import find_sweep
 
@@ -83,8 +97,7 @@ def resume(
         outcome = resume_sweep(folder, address=address, echo=typer.echo)
     except SweeperError as exc:
         _fail(exc)
-    if print_summary(outcome):
-        raise typer.Exit(1)
+    _exit_after(outcome)
 
 
 @app.command()

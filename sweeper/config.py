@@ -28,6 +28,8 @@ from trainables.settings import (
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")  # user:password@ in a URI
+CREDENTIALS_HINT = "give them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
 
 
@@ -107,6 +109,14 @@ class TrackingConfig(Strict):
     uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str | None = Field(None, description="default: the sweep name")
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        # The URI is printed, logged and stored with the sweep; a password must not be.
+        if uri and _USERINFO.search(uri):
+            raise ValueError(f"a user name or password in the URI; {CREDENTIALS_HINT}")
+        return uri
+
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="an existing cluster; default: $RAY_ADDRESS, else a local Ray")
@@ -150,6 +160,12 @@ class SweepConfig(Strict):
             key = "path" if data.path is not None else "ground_truth"
             raise ValueError(f"{key}: {exc}") from None
         return data
+
+    @model_validator(mode="after")
+    def _no_credentials_in_env_uri(self) -> SweepConfig:
+        if not self.tracking.uri and _USERINFO.search(os.environ.get("MLFLOW_TRACKING_URI", "")):
+            raise ValueError(f"$MLFLOW_TRACKING_URI holds a user name or password; {CREDENTIALS_HINT}")
+        return self
 
     @model_validator(mode="after")
     def _metric_is_reported(self) -> SweepConfig:
@@ -241,8 +257,13 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
             # A check across a whole section: its message starts with the key inside the section.
             lines.append(f"  {key}.{message}" if key else f"  {message}")
         else:
-            lines.append(f"  {key} = {item['input']!r}: {message}")
+            lines.append(f"  {key} = {redact_uris(repr(item['input']))}: {message}")
     return "\n".join(lines)
+
+
+def redact_uris(text: str) -> str:
+    """`http://user:secret@host` -> `http://***@host`: what an error message may show."""
+    return _USERINFO.sub("***@", text)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -26,10 +26,13 @@ from sweeper.config import SweepConfig, dump_config
 from sweeper.datasets import with_dataset
 from sweeper.errors import EnvironmentProblem
 from sweeper.progress import ProgressCallback
-from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect
+from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect, finish_tracking
 from trainables.trainable import train, trial_seed
 
 SWEEP_RECORD = "sweep.json"
+# How long the end of a sweep waits for a tracking server that is away before it leaves its writes on disk.
+TRACKING_WAIT_ENV = "SWEEPER_TRACKING_WAIT_S"
+TRACKING_WAIT_S = 120.0
 RESOLVED_CONFIG = "config.yaml"
 
 
@@ -107,6 +110,7 @@ class SweepOutcome:
     record: SweepRecord
     results: tune.ResultGrid
     metric: str  # the search metric, shown in the summary
+    unwritten: int = 0  # tracking writes the server did not take by the end; kept in the sweep folder
 
 
 def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
@@ -135,8 +139,9 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
-        tuner = _new_tuner(config, sweep_dir, [MLflowTrialCallback(tracking), progress])
-        return SweepOutcome(record, _fit(tuner, tracking), config.search.metric)
+        tuner = _new_tuner(config, sweep_dir, [MLflowTrialCallback(tracking, sweep_dir, echo), progress])
+        results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
+        return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
         if started_here:
             ray.shutdown()
@@ -165,25 +170,32 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
             str(sweep_dir), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )
         tracking.reopen()
-        return SweepOutcome(record, _fit(tuner, tracking), config.search.metric)
+        results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
+        return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _fit(tuner: tune.Tuner, tracking: SweepTracking) -> tune.ResultGrid:
-    """Run the sweep; the parent run ends FINISHED, FAILED (a trial failed) or KILLED."""
+def _fit(
+    tuner: tune.Tuner, tracking: SweepTracking, sweep_dir: Path, echo: Callable[[str], None]
+) -> tuple[tune.ResultGrid, int]:
+    """Run the sweep; the parent run ends FINISHED, FAILED (a trial failed) or KILLED.
+
+    Returns the results and the number of tracking writes the server did not take.
+    """
     # Scores (disent/...) come only with evaluations, not with every report, and Tune would
     # refuse a report without the search metric. The searcher (behind the Repeater) reads only
     # final results, which always carry an evaluation, and ASHA skips results without it.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    wait_s = float(os.environ.get(TRACKING_WAIT_ENV, TRACKING_WAIT_S))
     try:
         results = tuner.fit()
     except BaseException:
-        tracking.finish("KILLED")
+        finish_tracking(tracking, sweep_dir, "KILLED", min(wait_s, 10.0), echo)
         raise
-    tracking.finish("FINISHED" if all(r.error is None for r in results) else "FAILED")
-    return results
+    status = "FINISHED" if all(r.error is None for r in results) else "FAILED"
+    return results, finish_tracking(tracking, sweep_dir, status, wait_s, echo)
 
 
 def trial_name(trial: tune.experiment.Trial) -> str:

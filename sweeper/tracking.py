@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
@@ -25,6 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper.config import SweepConfig, dump_config
 from sweeper.errors import EnvironmentProblem
+from sweeper.tracking_buffer import PARENT, TrackingBuffer, fail_fast_http, redact, short_reason
 from trainables.trainable import TRIAL_INDEX_KEY, trial_seed
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -35,36 +36,40 @@ ROLE_TAG = "sweeper.role"
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 PLACEMENT_KEYS = ("node_ip", "hostname", "ray_node_id", "gpu_ids")  # logged as tags of the trial's run
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-_PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 VERSIONED_PACKAGES = ("torch", "scikit-learn", "numpy", "ray", "optuna", "mlflow")
-
-
-@contextmanager
-def _fail_fast_http() -> Iterator[None]:
-    """No retries with backoff while probing: an unreachable server should fail in seconds."""
-    saved = {k: os.environ.get(k) for k in _PROBE_ENV}
-    os.environ.update(_PROBE_ENV)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def connect(uri: str) -> MlflowClient:
     """A client for `uri`, or a clear error now, before anything is started."""
     try:
         client = MlflowClient(tracking_uri=uri)
-        with _fail_fast_http():
+        with fail_fast_http():
             client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EnvironmentProblem(f"tracking URI {uri!r} cannot be opened: {first_line}") from exc
+        raise EnvironmentProblem(_connect_error(uri, exc)) from exc
     return client
+
+
+def _connect_error(uri: str, exc: BaseException) -> str:
+    """What went wrong opening `uri`, without the password; an authentication failure says so."""
+    text = str(exc)
+    status = getattr(exc, "get_http_status_code", lambda: None)()
+    code = getattr(exc, "error_code", None)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401 or code == "UNAUTHENTICATED" or "error code 401" in text:
+        if user and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+            return (
+                f"tracking URI {redact(uri)!r}: authentication failed for user {user!r} (HTTP 401); "
+                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
+        return (
+            f"tracking URI {redact(uri)!r} requires authentication (HTTP 401); "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+        )
+    if status == 403 or code == "PERMISSION_DENIED" or "error code 403" in text:
+        return f"tracking URI {redact(uri)!r}: user {user!r} is not allowed to read experiments (HTTP 403)"
+    return f"tracking URI {redact(uri)!r} cannot be opened: {short_reason(exc)}"
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
@@ -160,28 +165,30 @@ class SweepTracking:
         for batch in _batches(items, 100):
             self.client.log_batch(run_id, params=batch)
 
-    def trial_run_id(self, trial: Trial) -> str:
-        """The trial's child run: found by its Ray trial id, created only if there is none."""
+    def find_trial_run(self, trial_id: str) -> str | None:
+        """The trial's child run, found by its Ray trial id: a resumed sweep never opens a second one."""
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.{SWEEP_TAG} = '{self.sweep_id}' and tags.{TRIAL_TAG} = '{trial.trial_id}'",
+            filter_string=f"tags.{SWEEP_TAG} = '{self.sweep_id}' and tags.{TRIAL_TAG} = '{trial_id}'",
             max_results=1,
         )
-        if found:
-            return found[0].info.run_id
+        return found[0].info.run_id if found else None
+
+    def create_trial_run(self, name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def trial_run(self, trial: Trial) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The name, tags and params of a trial's child run."""
         config = trial.config
         seed = trial_seed(config)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"beta={config['beta']:.4g} C={config['capacity']:.4g} seed={seed}",
-            tags={
-                PARENT_TAG: self.parent_run_id,
-                SWEEP_TAG: self.sweep_id,
-                TRIAL_TAG: trial.trial_id,
-                ROLE_TAG: "trial",
-                "seed": str(seed),
-            },
-        )
+        name = f"beta={config['beta']:.4g} C={config['capacity']:.4g} seed={seed}"
+        tags = {
+            PARENT_TAG: self.parent_run_id,
+            SWEEP_TAG: self.sweep_id,
+            TRIAL_TAG: trial.trial_id,
+            ROLE_TAG: "trial",
+            "seed": str(seed),
+        }
         params = {
             "beta": str(config["beta"]),
             "capacity": str(config["capacity"]),
@@ -190,8 +197,7 @@ class SweepTracking:
             **flatten("", config["settings"]),
             **library_versions(),
         }
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        return name, tags, params
 
     def reopen(self) -> None:
         """Mark the parent run as running again, for a resumed sweep."""
@@ -204,61 +210,118 @@ class SweepTracking:
 class MLflowTrialCallback(Callback):
     """Tune callback that mirrors every trial into its child run, one batch per report.
 
+    Every write goes through a `TrackingBuffer`: a tracking server that goes
+    away mid-sweep does not stop the trials, their writes are kept in order
+    (and in the sweep folder) and flushed when it is back.
+
     A trial resumed from a checkpoint reports again the steps between that
     checkpoint and the crash; those steps are already in MLflow, so results at
-    or below the run's last logged step are skipped and each history stays
+    or below the last step queued or logged are skipped and each history stays
     continuous, with no step twice.
     """
 
-    def __init__(self, tracking: SweepTracking) -> None:
+    def __init__(self, tracking: SweepTracking, folder: Path | None = None, echo: Callable[[str], None] = print) -> None:
         self.tracking = tracking
-        self._runs: dict[str, str] = {}
-        self._last_step: dict[str, int] = {}
+        self.folder = folder
+        self.echo = echo
+        self.buffer = TrackingBuffer(tracking, folder, echo)
+        self._opened: set[str] = set()
+        self._last_step: dict[str, int] = {}  # the last step queued, per trial
 
     def __getstate__(self) -> dict[str, Any]:
-        # What MLflow holds is the truth after a restore, not this process's memory of it.
-        return {"tracking": self.tracking}
+        # What MLflow and the pending file hold is the truth after a restore, not this process's memory.
+        return {"tracking": self.tracking, "folder": self.folder, "echo": self.echo}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking"])
+        self.__init__(state["tracking"], state.get("folder"), state.get("echo", print))
 
-    def _run_id(self, trial: Trial) -> str:
-        if trial.trial_id not in self._runs:
-            run_id = self.tracking.trial_run_id(trial)
-            logged = self.tracking.client.get_run(run_id).data.metrics.get("step")
-            self._runs[trial.trial_id] = run_id
-            self._last_step[run_id] = int(logged) if logged is not None else -1
-        return self._runs[trial.trial_id]
+    def setup(self, **info: Any) -> None:
+        """At every start, a resumed one included: first what an earlier driver could not write."""
+        for op in self.buffer.load():
+            if op["op"] == "open":
+                self._opened.add(op["run"])
+            elif op["op"] == "metrics":
+                self._last_step[op["run"]] = max(self._last_step.get(op["run"], -1), op["step"])
+        self.buffer.flush(force=True)
+
+    def _open(self, trial: Trial) -> str:
+        key = trial.trial_id
+        if key not in self._opened:
+            name, tags, params = self.tracking.trial_run(trial)
+            self.buffer.add("open", key, name=name, tags=tags)
+            self.buffer.add("params", key, params=params)
+            self._opened.add(key)
+        return key
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self._run_id(trial)
-        self.tracking.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        self.buffer.add("status", self._open(trial), status=RunStatus.to_string(RunStatus.RUNNING))
+        self.buffer.flush()
 
     on_trial_restore = on_trial_start
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        run_id = self._run_id(trial)
+        key = self._open(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        if step <= self._last_step[run_id]:
-            return
-        self._last_step[run_id] = step
-        metrics = reported_metrics(result, step, int(time.time() * 1000))
-        tags = [RunTag(key, str(result[key])) for key in PLACEMENT_KEYS if key in result]
-        for number, batch in enumerate(_batches(metrics, MAX_BATCH)):
-            self.tracking.client.log_batch(run_id, metrics=batch, tags=tags if number == 0 else [])
+        if step > self._last_step.get(key, -1):
+            self._last_step[key] = step
+            # "step" last: the last step MLflow holds says which reports are in, even one written in parts.
+            metrics = sorted(reported_metrics(result, step, int(time.time() * 1000)), key=lambda m: m.key == "step")
+            self.buffer.add(
+                "metrics",
+                key,
+                step=step,
+                metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                tags={k: str(result[k]) for k in PLACEMENT_KEYS if k in result},
+            )
+        self.buffer.flush()
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
-        self.tracking.client.set_tag(self._run_id(trial), "checkpoint", checkpoint.path)
+        self.buffer.add("tag", self._open(trial), key="checkpoint", value=checkpoint.path)
+        self.buffer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.tracking.client.set_terminated(self._run_id(trial), "FINISHED")
+        self.buffer.add("terminate", self._open(trial), status="FINISHED")
+        self.buffer.flush()
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self._run_id(trial)
-        self.tracking.client.set_tag(run_id, "error", error_reason(trial))
-        self.tracking.client.set_terminated(run_id, "FAILED")
+        key = self._open(trial)
+        self.buffer.add("tag", key, key="error", value=error_reason(trial))
+        self.buffer.add("terminate", key, status="FAILED")
+        self.buffer.flush()
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        """Between events too: a server that comes back while every trial is evaluating gets its writes."""
+        if self.buffer.pending:
+            self.buffer.flush()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """One last try; what is left stays in the pending file for `finish_tracking` (or a resume)."""
+        self.buffer.flush(force=True)
+
+
+def finish_tracking(
+    tracking: SweepTracking, folder: Path, status: str, wait_s: float, echo: Callable[[str], None] = print
+) -> int:
+    """End the parent run after every write the trials left pending; returns the writes still unwritten.
+
+    Waits up to `wait_s` for a tracking server that is away; whatever it still
+    cannot take stays in the sweep folder's pending file, and the user is told.
+    """
+    buffer = TrackingBuffer(tracking, folder, echo)
+    buffer.load()
+    buffer.add("terminate", PARENT, status=status)
+    if buffer.pending > 1:
+        echo(f"tracking: writing {buffer.pending} kept writes to {redact(tracking.tracking_uri)}")
+    if buffer.drain(wait_s):
+        return 0
+    echo(
+        f"tracking: MLflow at {redact(tracking.tracking_uri)} did not take {buffer.pending} writes within "
+        f"{wait_s:.0f} s; they are kept in {buffer.pending_file}. Run `sweeper resume {folder.name} --storage "
+        f"{folder.parent}` when the server is back to write them."
+    )
+    return buffer.pending
 
 
 def error_reason(trial: Trial) -> str:

@@ -1,0 +1,426 @@
+"""Tracking into a real `mlflow server`: on PostgreSQL with basic authentication, and through an outage.
+
+Every server here is a real process: PostgreSQL from the distribution's
+packages (`.ci/run` installs them), `mlflow server` on it, and `sweeper
+launch` as a subprocess. They are stopped in the fixtures' finalizers.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper.tracking import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, TUNE_KEYS, SweepTracking, finish_tracking
+from sweeper.tracking_buffer import PENDING_FILE, REJECTED_FILE, TrackingBuffer
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+# Two trials of a short training without evaluations: the tracking is what is under test.
+TINY = [
+    "--set", "search.beta=[1.0]", "--set", "search.seeds=2", "--set", "eval.metrics=[]",
+    "--set", "search.metric=loss", "--set", "search.mode=min", "--set", "resources.cpu=1",
+    "--set", "training.batch_size=8",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweeper_env(**extra: str) -> dict[str, str]:
+    """The environment a user has: no tracking or Ray settings of this machine's, plus `extra`."""
+    drop = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+class MlflowServer:
+    """`mlflow server` as a child process, stopped and started again on the same port and store."""
+
+    def __init__(self, folder: Path, backend: str, env: dict[str, str] | None = None, app: str | None = None):
+        self.folder, self.backend, self.env, self.app = folder, backend, env or {}, app
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        self.starts += 1
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--backend-store-uri", self.backend, "--artifacts-destination", str(self.folder / "artifacts"),
+            "--workers", "1",
+        ]  # fmt: skip
+        if self.app:
+            command += ["--app-name", self.app]
+        log = (self.folder / f"server-{self.starts}.log").open("w")
+        self.proc = subprocess.Popen(
+            command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not come up in {timeout_s} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        """The whole process group: the server and its uvicorn workers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return (self.folder / f"server-{self.starts}.log").read_text()[-3000:]
+
+
+def postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        pytest.fail(f"PostgreSQL's {name} is not installed (apt-get install postgresql; .ci/run does it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of its own, in a temporary folder: the backend URI of an empty database."""
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    password = secrets.token_hex(8)
+    (folder / "pw").write_text(password)
+    if as_postgres:
+        shutil.chown(folder / "pw", "postgres", "postgres")
+    port = free_port()
+    data = folder / "data"
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+
+    run(postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(folder / "pw"),
+        "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    run(postgres_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "postgres.log"), "-w", "start")
+    try:
+        run(postgres_bin("createdb"), "-h", str(folder), "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql+psycopg2://postgres:{password}@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_postgres, postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def auth_server(postgres, tmp_path_factory):
+    """`mlflow server --app-name basic-auth` on the PostgreSQL store; yields (server, admin password)."""
+    folder = tmp_path_factory.mktemp("auth-server")
+    password = secrets.token_urlsafe(12)
+    ini = folder / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        f"admin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    server = MlflowServer(folder, postgres, env, app="basic-auth")
+    try:
+        server.start()
+        yield server, password
+    finally:
+        server.stop()
+
+
+def trial_runs(client: MlflowClient, experiment: str) -> tuple[list, list]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return (
+        [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"],
+        [r for r in runs if r.data.tags.get("sweeper.role") == "trial"],
+    )
+
+
+def reported(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Tune's record of every report of every trial (result.json), by Ray trial id: the ground truth."""
+    out: dict[str, list[dict]] = {}
+    for path in sweep_dir.glob("*/result.json"):
+        results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if results:
+            out[results[0]["trial_id"]] = results
+    return out
+
+
+def metric_points(results: list[dict]) -> dict[str, list[int]]:
+    """The steps of every metric the trial reported: each numeric value that is not one of Tune's own."""
+    points: dict[str, list[int]] = {}
+    for result in results:
+        for key, value in result.items():
+            if key not in TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points.setdefault(key, []).append(int(result["step"]))
+    return points
+
+
+def assert_every_point_arrived(client: MlflowClient, sweep_dir: Path, children: list) -> int:
+    """Each run's metric histories hold exactly the reported steps; returns the number of points."""
+    truth = reported(sweep_dir)
+    assert len(truth) == len(children)
+    total = 0
+    for run in children:
+        expected = metric_points(truth[run.data.tags["ray_trial_id"]])
+        assert set(run.data.metrics) == set(expected)
+        for key, steps in expected.items():
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == steps, key
+            total += len(history)
+    return total
+
+
+# -- PostgreSQL + basic authentication ------------------------------------------------------------
+@pytest.mark.sweep
+def test_sweep_tracks_into_mlflow_on_postgres_with_basic_auth(auth_server, tmp_path, monkeypatch):
+    server, password = auth_server
+    args = ["launch", SMOKE, *TINY, "--set", "training.steps=20", "--set", "training.report_every=5",
+            "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=auth"]  # fmt: skip
+    env = sweeper_env(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password)
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert password not in done.stdout + done.stderr
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    client = MlflowClient(server.uri)
+    parents, children = trial_runs(client, "auth")
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert assert_every_point_arrived(client, sweep_dir, children) > 0
+    for run in children:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [5, 10, 15, 20]
+    # The credentials are in no param or tag, and in no file of the sweep.
+    for run in parents + children:
+        assert not any(password in v for v in [*run.data.params.values(), *run.data.tags.values()])
+    files = [p for p in sweep_dir.rglob("*") if p.is_file() and p.stat().st_size < 10_000_000]
+    assert files and not any(password in p.read_text(errors="ignore") for p in files)
+
+
+def test_wrong_password_is_a_clear_error_before_anything_starts(auth_server, tmp_path):
+    server, password = auth_server
+    wrong = password + "x"
+    args = ["launch", SMOKE, *TINY, "--set", f"tracking.uri={server.uri}"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=sweeper_env(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=wrong),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"tracking URI '{server.uri}': authentication failed for user 'admin' (HTTP 401)" in done.stderr
+    assert wrong not in done.stdout + done.stderr
+    assert not (tmp_path / "sweeps").exists()
+    assert time.monotonic() - started < 120
+
+    anonymous = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=sweeper_env(), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert anonymous.returncode == 3
+    assert f"tracking URI '{server.uri}' requires authentication (HTTP 401)" in anonymous.stderr
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_credentials_in_the_tracking_uri_are_refused_and_not_printed(tmp_path, sweeper_cli):
+    done = sweeper_cli(["launch", SMOKE, "--set", "tracking.uri=http://admin:hunter2@127.0.0.1:9"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert "tracking.uri = 'http://***@127.0.0.1:9'" in done.stderr
+    assert "MLFLOW_TRACKING_PASSWORD" in done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert not (tmp_path / "sweeps").exists()
+
+
+# -- an outage mid-sweep --------------------------------------------------------------------------
+@pytest.fixture
+def sqlite_server(tmp_path):
+    server = MlflowServer(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended (rc {proc.returncode}) while waiting for {what}")
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: BLE001 - the server may be starting
+            pass
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.mark.sweep
+def test_a_tracking_outage_mid_sweep_loses_no_metric_point(sqlite_server, tmp_path):
+    server = sqlite_server
+    work = tmp_path / "work"
+    work.mkdir()
+    # Long enough that the server is back (it takes 30 s or more to start here) while the trials still train.
+    args = ["launch", SMOKE, *TINY, "--set", "training.steps=1200", "--set", "training.report_every=20",
+            "--set", "training.checkpoint_every=400", "--set", "eval.every=400",
+            "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=outage"]  # fmt: skip
+    out = (tmp_path / "sweep.out").open("w")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=work, env=sweeper_env(), stdout=out, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        client = MlflowClient(server.uri)
+
+        def some_points_of_both_trials() -> bool:
+            _, children = trial_runs(client, "outage")
+            return len(children) == 2 and all(
+                len(client.get_metric_history(r.info.run_id, "loss")) >= 2 for r in children
+            )
+
+        wait_for(some_points_of_both_trials, 600, "the first reports of both trials in MLflow", sweep)
+        server.stop()
+        down_at = time.time()
+        time.sleep(20)
+        assert sweep.poll() is None, "the sweep stopped during the outage"
+        server.start()
+        up_at = time.time()
+        print(f"server stopped at {down_at:.0f}, answering again at {up_at:.0f}")
+        sweep.wait(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGTERM)
+            sweep.wait(timeout=60)
+        out.close()
+    output = (tmp_path / "sweep.out").read_text()
+    assert sweep.returncode == 0, output[-4000:]
+    assert f"tracking: MLflow at {server.uri} is not taking writes (connection refused)" in output
+    back = output.index(f"tracking: MLflow at {server.uri} is back after")
+    assert back < output.index("finished (2/2 done)"), "the kept writes were flushed only after the sweep"
+
+    (sweep_dir,) = (work / "sweeps").iterdir()
+    assert not (sweep_dir / PENDING_FILE).exists() and not (sweep_dir / REJECTED_FILE).exists()
+    # The trials went on training while the server was away: reports from the outage exist.
+    during = [r for rs in reported(sweep_dir).values() for r in rs if down_at < r["timestamp"] < up_at]
+    assert len(during) >= 2, "no trial reported during the outage: it did not happen mid-sweep"
+
+    parents, children = trial_runs(client, "outage")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    points = assert_every_point_arrived(client, sweep_dir, children)
+    for run in children:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(20, 1201, 20))
+        assert run.data.tags["checkpoint"]
+    print(f"outage {up_at - down_at:.0f} s, {len(during)} reports during it, {points} metric points all in MLflow")
+
+
+# -- the buffer on its own, against a real server -------------------------------------------------
+def report(step: int) -> dict:
+    now = int(time.time() * 1000)
+    return {"step": step, "metrics": [["loss", 100.0 / step, now, step], ["step", float(step), now, step]], "tags": {}}
+
+
+def test_writes_kept_during_an_outage_outlive_the_driver_and_are_written_later(sqlite_server, tmp_path):
+    server = sqlite_server
+    client = MlflowClient(server.uri)
+    experiment = client.create_experiment("kept")
+    parent = client.create_run(experiment, tags={SWEEP_TAG: "s", ROLE_TAG: "sweep"}).info.run_id
+    tracking = SweepTracking(server.uri, experiment, parent, "s")
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    lines: list[str] = []
+    buffer = TrackingBuffer(tracking, folder, lines.append)
+    tags = {PARENT_TAG: parent, SWEEP_TAG: "s", TRIAL_TAG: "t1", ROLE_TAG: "trial"}
+    buffer.add("open", "t1", name="trial 1", tags=tags)
+    buffer.add("metrics", "t1", **report(1))
+    assert buffer.flush() and not (folder / PENDING_FILE).exists()
+
+    server.stop()
+    for step in range(2, 41):
+        buffer.add("metrics", "t1", **report(step))
+        started = time.monotonic()
+        assert not buffer.flush()
+        assert time.monotonic() - started < 5  # one refused request, or none: no retries with backoff
+    buffer.add("terminate", "t1", status="FINISHED")
+    buffer.flush()
+    assert [line for line in lines if "not taking writes" in line] == [
+        f"tracking: MLflow at {server.uri} is not taking writes (connection refused); "
+        "training goes on, its tracking is kept and retried every 5 s"
+    ]
+    # The driver dies here: what it kept is on disk, in order.
+    kept = [json.loads(line) for line in (folder / PENDING_FILE).read_text().splitlines()]
+    assert [(op["op"], op.get("step")) for op in kept] == [("metrics", s) for s in range(2, 41)] + [("terminate", None)]
+    del buffer
+
+    # The end of the sweep waits a bounded time for the server, then says where the writes are.
+    assert finish_tracking(tracking, folder, "FINISHED", wait_s=3, echo=lines.append) == 41
+    assert f"did not take 41 writes within 3 s; they are kept in {folder / PENDING_FILE}" in lines[-1]
+    assert "sweeper resume" in lines[-1]
+
+    # Later (a resume does this), with the server back: everything lands, once, in order.
+    server.start()
+    assert finish_tracking(tracking, folder, "FINISHED", wait_s=60, echo=lines.append) == 0
+    assert not (folder / PENDING_FILE).exists() and not (folder / REJECTED_FILE).exists()
+    (run,) = client.search_runs([experiment], filter_string=f"tags.{TRIAL_TAG} = 't1'")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 41))
+    assert run.info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_server_that_does_not_answer_holds_the_driver_one_timeout_then_not_again(tmp_path):
+    """A black hole (connections accepted, never answered): one request's timeout, then retries are spaced."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        uri = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        lines: list[str] = []
+        buffer = TrackingBuffer(SweepTracking(uri, "1", "parent", "s"), tmp_path, lines.append)
+        buffer.add("terminate", "parent", status="FINISHED")
+        started = time.monotonic()
+        assert not buffer.flush()
+        first = time.monotonic() - started
+        started = time.monotonic()
+        assert not buffer.flush()
+        second = time.monotonic() - started
+    assert 9 <= first < 30 and second < 0.5
+    assert lines == [
+        f"tracking: MLflow at {uri} is not taking writes (timed out); "
+        "training goes on, its tracking is kept and retried every 5 s"
+    ]
+    assert (tmp_path / PENDING_FILE).is_file()
