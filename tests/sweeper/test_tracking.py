@@ -424,3 +424,48 @@ def test_a_server_that_does_not_answer_holds_the_driver_one_timeout_then_not_aga
         "training goes on, its tracking is kept and retried every 5 s"
     ]
     assert (tmp_path / PENDING_FILE).is_file()
+
+
+@pytest.mark.sweep
+def test_a_server_still_away_at_the_end_leaves_the_writes_on_disk_and_resume_writes_them(sqlite_server, tmp_path):
+    server = sqlite_server
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ["launch", SMOKE, *TINY, "--set", "training.steps=200", "--set", "training.report_every=20",
+            "--set", "eval.every=200", "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=away"]  # fmt: skip
+    out = (tmp_path / "sweep.out").open("w")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=work, env=sweeper_env(SWEEPER_TRACKING_WAIT_S="5"),
+        stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    client = MlflowClient(server.uri)
+    try:
+        wait_for(lambda: len(trial_runs(client, "away")[1]) == 2, 600, "both trials' runs in MLflow", sweep)
+        server.stop()
+        sweep.wait(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGTERM)
+            sweep.wait(timeout=60)
+        out.close()
+    output = (tmp_path / "sweep.out").read_text()
+    assert sweep.returncode == 3, output[-4000:]
+    (sweep_dir,) = (work / "sweeps").iterdir()
+    pending = sweep_dir / PENDING_FILE
+    assert "did not take" in output and f"they are kept in {pending}" in output
+    assert "tracking writes are not in MLflow yet" in output
+    kept = len(pending.read_text().splitlines())
+    assert kept > 2
+
+    server.start()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeper", "resume", sweep_dir.name, "--storage", str(work / "sweeps")],
+        cwd=work, env=sweeper_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not pending.exists()
+    parents, children = trial_runs(client, "away")
+    assert parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    points = assert_every_point_arrived(client, sweep_dir, children)
+    print(f"{kept} writes kept on disk at the end, written by the resume: {points} metric points in MLflow")
