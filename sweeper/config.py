@@ -85,6 +85,11 @@ class SearchConfig(Strict):
                     raise ValueError(f"{key}: a grid needs a list of values, not a range")
         if self.kind == "optuna" and self.num_samples is None:
             raise ValueError("num_samples is required when kind is 'optuna'")
+        if self.kind == "optuna" and all(isinstance(v, list) and len(v) == 1 for v in (self.beta, self.capacity)):
+            raise ValueError(
+                f"beta = {self.beta}, capacity = {self.capacity}: optuna needs something to search, "
+                "a range or two or more values for beta or capacity (for fixed values use kind: grid)"
+            )
         if self.kind == "optuna" and self.scheduler == "asha" and self.seeds > 1:
             raise ValueError(
                 "scheduler 'asha' cannot be combined with optuna seed repeats (seeds > 1): "

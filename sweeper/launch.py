@@ -10,21 +10,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import ray
 from ray import tune
 
 from sweeper import space
+from sweeper.cluster import check_ray_address, check_shared_storage, start_ray
 from sweeper.config import SweepConfig, dump_config
 from sweeper.datasets import with_dataset
-from sweeper.errors import EnvironmentProblem
 from sweeper.progress import ProgressCallback
 from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect, finish_tracking
 from trainables.trainable import train, trial_seed
@@ -75,34 +73,8 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
-def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast with a clear message instead of Ray's long reconnect loop."""
-    if address == "auto":
-        return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        raise EnvironmentProblem(f"Ray address {address!r}: expected host:port (or ray://host:port)")
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise EnvironmentProblem(f"Ray address {address!r} is unreachable: {exc}") from exc
-
-
 def storage_root(config: SweepConfig) -> Path:
     return Path(config.storage).expanduser().resolve()
-
-
-def start_ray(address: str | None) -> bool:
-    """Connect to `address`, or start the embedded local Ray; True if this process started it."""
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to join is an environment problem
-        raise EnvironmentProblem(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
-    return address is None
 
 
 @dataclass
@@ -125,6 +97,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     echo(f"sweep {sweep_id}: {space.trial_count(config)} trials, tracking {tracking_uri}")
     started_here = start_ray(address)
     try:
+        check_shared_storage(storage_root(config))
         sweep_dir.mkdir(parents=True)
         tracking = SweepTracking.start(client, config, sweep_id)
         record = SweepRecord(
@@ -166,6 +139,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     echo(f"resuming sweep {record.sweep_id}, tracking {record.tracking_uri}")
     started_here = start_ray(address)
     try:
+        check_shared_storage(Path(record.storage))
         tuner = tune.Tuner.restore(
             str(sweep_dir), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )

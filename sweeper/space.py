@@ -1,9 +1,9 @@
 """The search: what Tune varies across trials and who chooses the values.
 
 A grid crosses every beta, C_max and seed. Optuna samples (beta, C_max) and
-Ray's Repeater runs each sample once per seed, reporting the seeds' mean back
-to Optuna; the study is journalled in the sweep folder so it outlives the
-driver process.
+a Repeater runs each sample once per seed, reporting the seeds' mean back to
+Optuna, or a failure if any seed failed; the study is journalled in the sweep
+folder so it outlives the driver process.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
@@ -53,6 +54,35 @@ def trial_count(config: SweepConfig) -> int:
     return num_samples(config)
 
 
+class SeedRepeater(Repeater):
+    """Ray's Repeater, except that a configuration with a failed seed is a failed Optuna trial.
+
+    Ray's Repeater averages the seeds that finished (a failed seed counts as
+    NaN and `nanmean` drops it), so a beta that diverges on one seed of three
+    would reach Optuna as a good value. Divergence is exactly what a beta sweep
+    must not hide: here the whole configuration is told to Optuna as failed.
+    """
+
+    def __init__(self, searcher: Searcher, repeat: int) -> None:
+        super().__init__(searcher, repeat=repeat, set_index=True)
+        self.failed_groups: set[str] = set()  # primary trial ids of groups with a failed seed
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs: Any) -> None:
+        group = self._trial_id_to_group[trial_id]
+        metric = self.searcher.metric
+        if error:
+            self.failed_groups.add(group.primary_trial_id)
+        group.report(trial_id, result[metric] if result and metric in result else np.nan)
+        if not group.finished_reporting():
+            return
+        if group.primary_trial_id in self.failed_groups:
+            self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
+        else:
+            scores = group.scores()
+            value = float(np.nanmean(scores)) if not np.isnan(scores).all() else None
+            self.searcher.on_trial_complete(group.primary_trial_id, result=None if value is None else {metric: value})
+
+
 def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher | None:
     search = config.search
     if search.kind == "grid":
@@ -75,7 +105,7 @@ def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher 
         storage=storage,
         study_name=study_name,
     )
-    return Repeater(optuna_search, repeat=search.seeds, set_index=True)
+    return SeedRepeater(optuna_search, repeat=search.seeds)
 
 
 def scheduler(config: SweepConfig) -> TrialScheduler:

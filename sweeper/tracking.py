@@ -203,9 +203,6 @@ class SweepTracking:
         """Mark the parent run as running again, for a resumed sweep."""
         self.client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
-    def finish(self, status: str) -> None:
-        self.client.set_terminated(self.parent_run_id, status)
-
 
 class MLflowTrialCallback(Callback):
     """Tune callback that mirrors every trial into its child run, one batch per report.

@@ -1,13 +1,20 @@
-"""A real multi-node Ray cluster on this machine: a head with no trial resources and two workers
-started with `ray start`, each declaring one logical GPU; a sweep joins it through --address."""
+"""Real multi-node Ray clusters on this machine: a head with no trial resources and workers started
+with `ray start`; sweeps join them through --address.
+
+Every node here shares one filesystem, except a worker started in a mount namespace of its own, whose
+view of the storage folder is an empty tmpfs: a node on another host, as far as files go.
+"""
 
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
+QUICK_TRIALS = ["--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min"]
 
 
 def free_port() -> int:
@@ -24,24 +32,28 @@ def free_port() -> int:
 
 
 def ray_cli() -> str:
-    return str(Path(os.sys.executable).with_name("ray"))
+    return str(Path(sys.executable).with_name("ray"))
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Head plus two workers; torn down by killing every process that names this cluster's folder."""
+@contextmanager
+def ray_cluster(*workers: tuple[list[str], list[str]]) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head with no CPUs or GPUs, plus one worker per (command prefix, `ray start` flags) pair.
+
+    Torn down by killing every process that names this cluster's folder.
+    """
     # A short folder: Ray's socket paths must stay under the 107-character limit.
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
     head = [ray_cli(), "start", "--head", f"--port={port}", "--num-cpus=0", "--num-gpus=0",
             "--include-dashboard=false", f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1"]
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
-        for _ in range(2):
-            worker = [ray_cli(), "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", "--num-gpus=1",
-                      "--node-ip-address=127.0.0.1"]
+        for prefix, flags in workers:
+            worker = [*prefix, ray_cli(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                      *flags]
             subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
             time.sleep(3)
         yield f"127.0.0.1:{port}", env
@@ -51,26 +63,102 @@ def cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_sweep_on_a_cluster_packs_two_trials_per_gpu_on_both_workers(cluster, tmp_path):
-    address, env = cluster
-    env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
-    args = [
-        os.sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"),
-        "--address", address,
-        "--set", "resources.gpu=0.5", "--set", "resources.cpu=1", "--set", "search.seeds=2",
-        "--set", "training.steps=50", "--set", "training.report_every=25",
-        "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
-    ]
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+def smoke_args(address: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), "--address", address,
+            *QUICK_TRIALS, *overrides]
+
+
+def trial_runs(folder: Path) -> list:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "tags.`sweeper.role` = 'trial'")
+
+
+def test_sweep_on_a_cluster_packs_two_trials_per_gpu_on_both_workers(tmp_path):
+    gpu_worker = ([], ["--num-cpus=2", "--num-gpus=1"])
+    with ray_cluster(gpu_worker, gpu_worker) as (address, env):
+        args = smoke_args(address, "--set", "resources.gpu=0.5", "--set", "resources.cpu=1",
+                          "--set", "search.seeds=2", "--set", "training.steps=50", "--set", "training.report_every=25")
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"4 trials on {address}" in done.stdout
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id], "tags.`sweeper.role` = 'trial'")
+    runs = trial_runs(tmp_path)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     placements = [(r.data.tags["ray_node_id"], r.data.tags["gpu_ids"]) for r in runs]
     assert len({node for node, _ in placements}) == 2  # trials ran on both workers, none on the head
     assert all(gpu == "0" for _, gpu in placements)  # each trial got a GPU id
     # Four trials of half a GPU on two one-GPU workers: two trials share each worker's GPU.
     assert sorted(placements.count(p) for p in set(placements)) == [2, 2]
+
+
+def kill_node(node_id: str) -> None:
+    """SIGKILL a node's raylet and every process it started, as when a machine vanishes."""
+    found = subprocess.run(["pgrep", "-f", f"raylet .*--node_id={node_id}"], capture_output=True, text=True)
+    raylets = [int(pid) for pid in found.stdout.split()]
+    assert raylets, f"no raylet found for node {node_id}"
+    for pid in raylets:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        os.kill(pid, signal.SIGKILL)
+        for child in children:
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(tmp_path):
+    # One CPU per worker: one trial on each, and the lost node's trial restarts on the survivor.
+    worker = ([], ["--num-cpus=1", "--num-gpus=0"])
+    steps, report, checkpoint = 300, 25, 100
+    with ray_cluster(worker, worker) as (address, env):
+        args = smoke_args(address, "--set", "resources.cpu=1", "--set", "resources.gpu=0",
+                          "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", f"training.steps={steps}",
+                          "--set", f"training.report_every={report}", "--set", f"training.checkpoint_every={checkpoint}",
+                          "--set", "failure.max_failures=2")
+        sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            victim = None
+            deadline = time.monotonic() + 600
+            while victim is None and time.monotonic() < deadline and sweep.poll() is None:
+                time.sleep(2)
+                for run in trial_runs(tmp_path):
+                    # Past its first checkpoint, and still far from done: kill the node it runs on.
+                    if "checkpoint" in run.data.tags and checkpoint < run.data.metrics.get("step", 0) < steps - report:
+                        victim = run
+                        break
+            assert victim is not None, "no trial got past its first checkpoint in time"
+            kill_node(victim.data.tags["ray_node_id"])
+            out, _ = sweep.communicate(timeout=900)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+    assert sweep.returncode == 0, out[-4000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.info.run_id: r for r in trial_runs(tmp_path)}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    resumed = runs[victim.info.run_id]
+    assert resumed.data.metrics["restored_from_step"] >= checkpoint  # it came back from a checkpoint...
+    assert resumed.data.tags["ray_node_id"] != victim.data.tags["ray_node_id"]  # ...on the surviving node
+    for run_id in runs:
+        history = sorted(m.step for m in client.get_metric_history(run_id, "loss"))
+        assert history == list(range(report, steps + 1, report))  # continuous, no step twice
+
+
+def test_a_storage_folder_that_a_node_cannot_see_is_refused_before_anything_starts(tmp_path):
+    storage = tmp_path / "sweeps"
+    storage.mkdir()
+    # This worker sees an empty tmpfs where the driver's storage folder is.
+    isolated = (["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 f"mount -t tmpfs tmpfs {storage} && exec \"$0\" \"$@\""], ["--num-cpus=1", "--num-gpus=0"])
+    with ray_cluster(isolated) as (address, env):
+        done = subprocess.run(smoke_args(address, "--set", f"storage={storage}"), cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"storage '{storage}' is not shared: 1 of 2 Ray nodes cannot see files" in done.stderr
+    assert list(storage.iterdir()) == []  # no sweep folder, no probe file left behind
+    assert trial_runs(tmp_path) == []  # and no MLflow run

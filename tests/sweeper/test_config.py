@@ -77,6 +77,14 @@ def test_bad_values_name_the_file_key_and_value(override, expected):
     assert info.value.exit_code == 2
 
 
+def test_an_optuna_search_with_nothing_to_search_is_refused():
+    # Ray's Optuna searcher would fail only when the sweep asks for its first configuration.
+    overrides = ["search.kind=optuna", "search.num_samples=2", "search.beta=[4.0]"]
+    with pytest.raises(ConfigError, match=r"beta = \[4\.0\], capacity = \[0\.0\]: optuna needs something to search"):
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    load_config(CONFIGS / "smoke.yaml", [*overrides[:2], "search.beta=[4.0, 8.0]"])
+
+
 def test_metric_of_an_unselected_metric_is_refused():
     with pytest.raises(ConfigError, match="not reported"):
         load_config(CONFIGS / "smoke.yaml", ["eval.metrics=[dci]", "search.metric=disent/mig"])

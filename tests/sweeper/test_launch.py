@@ -1,6 +1,7 @@
 """Real sweeps on the embedded local Ray, checked through what they leave in MLflow and on disk."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,31 @@ def test_optuna_sweep_repeats_each_configuration_over_the_seeds(tmp_path, sweepe
     study = optuna.load_study(study_name=sweep_dir.name, storage=storage)
     assert len(study.trials) == 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_optuna_records_a_configuration_whose_trials_failed_as_failed(tmp_path, sweeper_cli):
+    args = [
+        "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"),
+        # Categorical beta: 1.0 trains, 1e38 overflows the loss (see the diverging-trial test).
+        "--set", "search.beta=[1.0, 1.0e38]", "--set", "search.capacity=[1000.0]", "--set", "search.sampler=random",
+        "--set", "search.num_samples=4", "--set", "search.seeds=2", "--set", "objective.capacity_steps=100",
+        "--set", "training.steps=20", "--set", "training.report_every=10",
+        "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
+        "--set", "resources.cpu=1", "--set", "resources.gpu=0",
+    ]
+    done = sweeper_cli(args, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    trials = optuna.load_study(study_name=sweep_dir.name, storage=storage).trials
+    assert len(trials) == 4
+    states = {(t.params["beta"], t.state) for t in trials}
+    assert states == {(1.0, TrialState.COMPLETE), (1.0e38, TrialState.FAIL)}  # both kinds were drawn
+    assert all(t.value is None for t in trials if t.state == TrialState.FAIL)
+    assert all(math.isfinite(t.value) for t in trials if t.state == TrialState.COMPLETE)

@@ -1,0 +1,94 @@
+"""Joining Ray, and what a cluster must offer before a sweep starts on it.
+
+Each check fails in seconds with a message that says what to fix, instead of
+Ray's long reconnect loop or a trial that dies hours later when its first
+checkpoint lands on a disk the driver cannot read.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from sweeper.errors import EnvironmentProblem
+
+PROBE_TIMEOUT_S = 120.0  # a node may need to start a worker process first
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with a clear message instead of Ray's long reconnect loop."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise EnvironmentProblem(f"Ray address {address!r}: expected host:port (or ray://host:port)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise EnvironmentProblem(f"Ray address {address!r} is unreachable: {exc}") from exc
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to `address`, or start the embedded local Ray; True if this process started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to join is an environment problem
+        raise EnvironmentProblem(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+    return address is None
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> tuple[str, bool]:
+    return socket.gethostname(), os.path.exists(path)
+
+
+def check_shared_storage(root: Path) -> None:
+    """Refuse a storage folder that some node of the cluster cannot see.
+
+    Ray writes each trial's checkpoints from the node that runs it into the
+    sweep's storage path, and restores a failed trial on whichever node is
+    free: on a multi-node cluster that path must be one filesystem mounted at
+    the same place everywhere. A file written here is looked for from every
+    alive node; a node that does not see it would lose its trials' checkpoints.
+    """
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if len(nodes) < 2:
+        return
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".storage-probe-{secrets.token_hex(4)}"
+    marker.write_text("written by the sweep driver; looked for from every Ray node\n")
+    try:
+        probes = [
+            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                str(marker)
+            )
+            for node in nodes
+        ]
+        answers = ray.get(probes, timeout=PROBE_TIMEOUT_S)
+    finally:
+        marker.unlink()
+    blind = [
+        f"{node['NodeManagerAddress']} ({host}, node {node['NodeID'][:12]})"
+        for node, (host, seen) in zip(nodes, answers, strict=True)
+        if not seen
+    ]
+    if blind:
+        if created:
+            root.rmdir()
+        raise EnvironmentProblem(
+            f"storage {str(root)!r} is not shared: {len(blind)} of {len(nodes)} Ray nodes cannot see files the "
+            f"driver writes there: {', '.join(blind)}. Trials checkpoint from the node they run on and are "
+            "restored on any node, so a multi-node sweep needs `storage` on a filesystem mounted at the same path "
+            "on every node (NFS, a ReadWriteMany volume; see deploy/README.md)."
+        )
