@@ -142,9 +142,22 @@ class SweepConfig(Strict):
     search: SearchConfig
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
-    storage: str = Field("./sweeps", description="folder (or shared URI) that holds every sweep's state")
+    storage: str = Field(
+        "./sweeps", description="folder that holds every sweep's state; on several nodes, one they all mount"
+    )
     ray: RayConfig = RayConfig()
     failure: FailureConfig = FailureConfig()
+
+    @field_validator("storage")
+    @classmethod
+    def _a_filesystem_path(cls, storage: str) -> str:
+        # The sweep folder holds the Optuna journal and the tracking buffer, which need a filesystem.
+        if "://" in storage:
+            raise ValueError(
+                f"{storage!r}: an object-store URI is not supported; use a folder on a filesystem that every "
+                "node mounts at the same path (NFS, a ReadWriteMany volume, or the bucket mounted with a FUSE driver)"
+            )
+        return storage
 
     @field_validator("data")
     @classmethod

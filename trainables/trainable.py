@@ -38,7 +38,11 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     driver (`sweeper.datasets`); None for the procedural dataset."""
     settings = TrialSettings.model_validate(config["settings"])
     seed = trial_seed(config)
-    trainer = Trainer(settings, beta=config["beta"], capacity=config["capacity"], seed=seed, stored=stored)
+    context = ray.get_runtime_context()
+    gpu_share = context.get_assigned_resources().get("GPU")
+    trainer = Trainer(
+        settings, beta=config["beta"], capacity=config["capacity"], seed=seed, stored=stored, gpu_share=gpu_share
+    )
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}
     if checkpoint is not None:
@@ -48,7 +52,6 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
         restored["restored_from_step"] = trainer.step
 
     # Where the trial runs, for the MLflow tags: which node, and which GPUs it shares.
-    context = ray.get_runtime_context()
     placement = {"ray_node_id": context.get_node_id(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))}
     training, eval_settings = settings.training, settings.eval
     last = training.steps

@@ -28,6 +28,18 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot continue."""
 
 
+def cap_gpu_memory(device: torch.device, share: float | None) -> None:
+    """Hold a trial to its share of the GPU's memory.
+
+    Ray's GPU fractions are bookkeeping only: four trials of `gpu: 0.25` share
+    one card with nothing to stop one of them from taking all its memory, so
+    that the others fail with out-of-memory errors. PyTorch's caching
+    allocator can enforce the share within the process instead.
+    """
+    if device.type == "cuda" and share is not None and 0 < share < 1:
+        torch.cuda.set_per_process_memory_fraction(share, device)
+
+
 def resolve_device(requested: str) -> torch.device:
     """`auto` means the GPU Ray assigned to this trial if any, else the CPU."""
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
@@ -57,7 +69,13 @@ def shared_dataset(settings: DataSettings, device: str, stored: StoredImages | N
 
 class Trainer:
     def __init__(
-        self, settings: TrialSettings, beta: float, capacity: float, seed: int, stored: StoredImages | None = None
+        self,
+        settings: TrialSettings,
+        beta: float,
+        capacity: float,
+        seed: int,
+        stored: StoredImages | None = None,
+        gpu_share: float | None = None,
     ) -> None:
         self.settings = settings
         self.beta = float(beta)
@@ -68,6 +86,10 @@ class Trainer:
         if self.device.type == "cpu":
             # Denormals appear in the conv backward pass as training goes on and slow it by half.
             torch.set_flush_denormal(True)
+        else:
+            # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
+            cap_gpu_memory(self.device, gpu_share)
         if training.threads:
             torch.set_num_threads(training.threads)
 

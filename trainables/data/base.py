@@ -58,6 +58,14 @@ def uniform_factors_torch(
     return (u * highs).long().clamp_max_(highs - 1)
 
 
+def factor_tensor(factors: np.ndarray | torch.Tensor, n_factors: int, device: torch.device) -> torch.Tensor:
+    """Factor classes as a long tensor on `device`, or a clear error for the wrong shape."""
+    f = torch.as_tensor(factors, device=device).long()
+    if f.ndim != 2 or f.shape[1] != n_factors:
+        raise ValueError(f"factors must have shape (n, {n_factors}), got {tuple(f.shape)}")
+    return f
+
+
 def unsupported_metrics(dataset: GroundTruthData, metrics: Sequence[str]) -> str | None:
     """Why `dataset` cannot give these metrics, or None when it can."""
     need = [m for m in metrics if m in FULL_GRID_METRICS]

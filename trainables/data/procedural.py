@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainables import factors as factor_math
+from trainables.data.base import factor_tensor, uniform_factors_torch
 
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES: tuple[int, ...] = (3, 6, 40, 32, 32)
@@ -95,17 +96,13 @@ class ProceduralDSprites:
 
     def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Uniform factors drawn on the device, so a training step never waits on the host."""
-        highs = torch.tensor(self.factor_sizes, device=self.device)
-        u = torch.rand((n, len(self.factor_sizes)), device=self.device, generator=generator)
-        return (u * highs).long()
+        return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
 
     def observations(
         self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """The images of `factors`; `generator` is unused (nothing here is random)."""
-        f = torch.as_tensor(factors, device=self.device).long()
-        if f.ndim != 2 or f.shape[1] != len(self.factor_sizes):
-            raise ValueError(f"factors must have shape (n, {len(self.factor_sizes)}), got {tuple(f.shape)}")
+        f = factor_tensor(factors, len(self.factor_sizes), self.device)
         n = f.shape[0]
         sprite = (f[:, 0] * FACTOR_SIZES[1] + f[:, 1]) * FACTOR_SIZES[2] + f[:, 2]
         # posX moves the sprite right, posY moves it down, one pixel per class.

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from trainables import factors as factor_math
-from trainables.data.base import DataError, uniform_factors_torch
+from trainables.data.base import DataError, factor_tensor, uniform_factors_torch
 
 MAX_GRID_CELLS = 1 << 28  # a row table over a larger grid would not fit in memory
 
@@ -154,9 +154,7 @@ class StoredDataset:
         self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """The stored images of `factors`, (n, C, 64, 64) float in [0, 1]; `generator` is unused."""
-        f = torch.as_tensor(factors, device=self.device).long()
-        if f.ndim != 2 or f.shape[1] != len(self.factor_sizes):
-            raise ValueError(f"factors must have shape (n, {len(self.factor_sizes)}), got {tuple(f.shape)}")
+        f = factor_tensor(factors, len(self.factor_sizes), self.device)
         rows = (f * self._strides).sum(dim=1)
         if self._rows is not None:
             rows = self._rows[rows]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from trainables import factors as factor_math
-from trainables.data.base import DataError, GroundTruthData, uniform_factors_torch
+from trainables.data.base import DataError, GroundTruthData, factor_tensor, uniform_factors_torch
 
 VARIANTS: tuple[str, ...] = ("none", "color", "noisy")
 
@@ -131,9 +131,7 @@ class GroundTruth:
     def observations(
         self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        f = torch.as_tensor(factors, device=self.device).long()
-        if f.ndim != 2 or f.shape[1] != len(self.visible):
-            raise ValueError(f"factors must have shape (n, {len(self.visible)}), got {tuple(f.shape)}")
+        f = factor_tensor(factors, len(self.visible), self.device)
         full = torch.empty((f.shape[0], len(self.base.factor_sizes)), dtype=torch.long, device=self.device)
         full[:, self.visible] = f
         if self.hidden:
