@@ -98,6 +98,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     started_here = start_ray(address)
     try:
         check_shared_storage(storage_root(config))
+        trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
         sweep_dir.mkdir(parents=True)
         tracking = SweepTracking.start(client, config, sweep_id)
         record = SweepRecord(
@@ -112,7 +113,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
-        tuner = _new_tuner(config, sweep_dir, [MLflowTrialCallback(tracking, sweep_dir, echo), progress])
+        tuner = _new_tuner(config, trainable, sweep_dir, [MLflowTrialCallback(tracking, sweep_dir, echo), progress])
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
@@ -184,10 +185,10 @@ def _trainable(config: SweepConfig) -> Any:
     return tune.with_resources(with_dataset(train, config), resources)
 
 
-def _new_tuner(config: SweepConfig, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
+def _new_tuner(config: SweepConfig, trainable: Any, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
     search = config.search
     return tune.Tuner(
-        _trainable(config),
+        trainable,
         param_space=space.param_space(config),
         tune_config=tune.TuneConfig(
             # With a searcher, metric and mode belong to the searcher and the scheduler, not here.

@@ -73,6 +73,20 @@ def test_a_config_naming_a_missing_or_wrong_file_is_refused_with_the_key_and_fil
         with_dataset(lambda config: None, config)
 
 
+def test_launch_refuses_a_file_whose_grid_is_incomplete_and_leaves_nothing_behind(tmp_path, sweeper_cli, files):
+    partial = tmp_path / "partial.npz"
+    with np.load(files["npz"]) as f:
+        byo.write(partial, f["images"][:-5], f["factor_classes"][:-5], list(f["factor_names"]))
+    args = ["launch", str(REPO / "configs" / "smoke.yaml"), "--set", "data.name=npz", "--set", f"data.path={partial}",
+            *TINY]
+    done = sweeper_cli(args, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"dataset file {partial}: its factor grid is not a full" in done.stderr
+    assert not (tmp_path / "sweeps").exists()  # no sweep folder...
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_experiment_by_name("smoke") is None  # ...and no MLflow run
+
+
 def _where_the_pixels_live(refs: list) -> tuple[str, bool]:
     """In a worker: the mapping that holds the dataset's pixel tensor, and whether the array is read-only.
 
