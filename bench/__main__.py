@@ -24,6 +24,7 @@ SECTIONS = {
     "metrics": "bench.metrics_suite",
     "selection": "bench.selection",
     "datasets": "bench.datasets",
+    "overhead": "bench.overhead",
 }  # name -> module with run(quick: bool) -> str
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
 TITLE = "# Benchmarks\n\nWritten by `python -m bench`; `python -m bench --only NAME` re-measures one section.\n"

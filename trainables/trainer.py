@@ -8,6 +8,8 @@ never waits on the host.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import time
 from pathlib import Path
@@ -26,6 +28,28 @@ ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot continue."""
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper limit on 64-bit
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from handing the step's large buffers back to the kernel after every step.
+
+    By default blocks of a few MB are mmap-ed and unmapped on each allocation,
+    so every step faults the activations' pages in again (measured here: a
+    quarter of the step). Serving them from the heap and never trimming it
+    keeps those pages; the process's memory stays at its step's peak, which a
+    training process reaches anyway. Not glibc (musl, macOS): nothing to do.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        return
 
 
 def cap_gpu_memory(device: torch.device, share: float | None) -> None:
@@ -86,6 +110,7 @@ class Trainer:
         if self.device.type == "cpu":
             # Denormals appear in the conv backward pass as training goes on and slow it by half.
             torch.set_flush_denormal(True)
+            keep_freed_memory()
         else:
             # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
             torch.backends.cudnn.benchmark = True
