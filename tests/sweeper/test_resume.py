@@ -1,4 +1,8 @@
-"""A driver killed with SIGKILL mid-sweep, then `sweeper resume`: nothing lost, nothing twice."""
+"""A driver killed with SIGKILL mid-sweep, then `sweeper resume`: nothing lost, nothing twice.
+
+The sweep is an Optuna search, so the resume also has to bring back the searcher's state and the
+study's journal without asking Optuna for a configuration twice or losing one.
+"""
 
 import os
 import signal
@@ -15,8 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
 
 STEPS, REPORT, CHECKPOINT = 120, 20, 40
+CONFIGURATIONS = 2
 ARGS = [
-    "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
+    "--set", "search.beta={low: 1.0, high: 8.0, log: true}", "--set", "search.capacity=[0.0]",
+    "--set", f"search.num_samples={CONFIGURATIONS}", "--set", "search.seeds=1", "--set", "search.max_concurrent=1",
+    "--set", "resources.cpu=1", "--set", "resources.gpu=0",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
     "--set", f"training.checkpoint_every={CHECKPOINT}",
     "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
@@ -42,7 +49,7 @@ def trial_states(db: Path) -> list[tuple[str, str | None]]:
 def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *ARGS],
+        [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"), *ARGS],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     db = tmp_path / "mlflow.db"
@@ -73,7 +80,7 @@ def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     client = MlflowClient(f"sqlite:///{db}")
-    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("optuna_beta_capacity").experiment_id])
     parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -88,3 +95,15 @@ def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
             restored += 1
             assert run.data.metrics["restored_from_step"] % CHECKPOINT == 0
     assert restored >= 1  # the trial that was running resumed from its checkpoint
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    trials = optuna.load_study(study_name=sweep_dir.name, storage=storage).trials
+    assert len(trials) == CONFIGURATIONS  # none asked for twice, none lost
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    tried = {float(r.data.params["beta"]) for r in children}
+    assert tried == {t.params["beta"] for t in trials}  # the runs trained what Optuna was told about
