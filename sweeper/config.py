@@ -154,7 +154,7 @@ class SweepConfig(Strict):
         # The sweep folder holds the Optuna journal and the tracking buffer, which need a filesystem.
         if "://" in storage:
             raise ValueError(
-                f"{storage!r}: an object-store URI is not supported; use a folder on a filesystem that every "
+                "an object-store URI is not supported; use a folder on a filesystem that every "
                 "node mounts at the same path (NFS, a ReadWriteMany volume, or the bucket mounted with a FUSE driver)"
             )
         return storage
