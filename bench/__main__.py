@@ -25,7 +25,9 @@ SECTIONS = {
     "selection": "bench.selection",
     "datasets": "bench.datasets",
     "overhead": "bench.overhead",
+    "gpu": "bench.gpu",
 }  # name -> module with run(quick: bool) -> str
+NEEDS_CUDA = {"gpu"}  # left out of a full run without a CUDA device, and kept as last written
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
 TITLE = "# Benchmarks\n\nWritten by `python -m bench`; `python -m bench --only NAME` re-measures one section.\n"
 _BLOCK = re.compile(r"<!-- section:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /section:(?P=name) -->\n?", re.DOTALL)
@@ -58,10 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=machine.cores(), help="torch threads (default: every core)")
     args = parser.parse_args(argv)
 
+    names = args.only or [n for n in SECTIONS if torch.cuda.is_available() or n not in NEEDS_CUDA]
+    if not torch.cuda.is_available() and NEEDS_CUDA & set(names):
+        parser.error(f"{', '.join(sorted(NEEDS_CUDA & set(names)))}: needs a CUDA device, and none is visible")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    fresh = {"machine": machine.header_markdown()}
-    for name in args.only or list(SECTIONS):
+    # The machine section describes the CPU the other sections ran on; the GPU section names its own.
+    fresh = {} if set(names) <= NEEDS_CUDA else {"machine": machine.header_markdown()}
+    for name in names:
         start = time.perf_counter()
         print(f"bench: {name}{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
         fresh[name] = importlib.import_module(SECTIONS[name]).run(quick=args.quick)

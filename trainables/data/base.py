@@ -16,6 +16,7 @@ tell the metrics what they may assume:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -49,11 +50,18 @@ class GroundTruthData(Protocol):
     def flat_index(self, factors: np.ndarray) -> np.ndarray: ...
 
 
+@lru_cache(maxsize=32)
+def _class_counts(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The factor sizes as a device tensor, made once: building it per batch would copy from
+    the host, and a CUDA host-to-device copy makes the step wait for the GPU to drain."""
+    return torch.tensor(sizes, device=device)
+
+
 def uniform_factors_torch(
     sizes: Sequence[int], n: int, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
     """n factor vectors, each factor uniform over its classes, drawn on `device`."""
-    highs = torch.tensor(tuple(sizes), device=device)
+    highs = _class_counts(tuple(int(s) for s in sizes), torch.device(device))
     u = torch.rand((n, len(sizes)), device=device, generator=generator)
     return (u * highs).long().clamp_max_(highs - 1)
 

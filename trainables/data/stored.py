@@ -158,7 +158,9 @@ class StoredDataset:
         rows = (f * self._strides).sum(dim=1)
         if self._rows is not None:
             rows = self._rows[rows]
-            if self.stored.classes is not None and bool((rows < 0).any()):
+            # Factors drawn on the device come from the file's rows; checking them would make
+            # every training step wait for the GPU, so only factors from outside are checked.
+            if self.stored.classes is not None and not torch.is_tensor(factors) and bool((rows < 0).any()):
                 missing = f[rows < 0][0].tolist()
                 raise ValueError(f"{self.description}: no image has the factor classes {missing}")
         packed = self._pixels[rows]

@@ -121,6 +121,9 @@ class GroundTruth:
         self.deterministic = base.deterministic and not self.hidden
         self.description = base.description + (f" (ground truth: {', '.join(names)})" if self.hidden else "")
         self._hidden_sizes = [base.factor_sizes[k] for k in self.hidden]
+        # Column indices on the device: indexing with Python lists copies them there on every batch.
+        self._visible_columns = torch.tensor(self.visible, device=self.device)
+        self._hidden_columns = torch.tensor(self.hidden, dtype=torch.long, device=self.device)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return factor_math.sample_factors(self.factor_sizes, n, rng)
@@ -133,9 +136,9 @@ class GroundTruth:
     ) -> torch.Tensor:
         f = factor_tensor(factors, len(self.visible), self.device)
         full = torch.empty((f.shape[0], len(self.base.factor_sizes)), dtype=torch.long, device=self.device)
-        full[:, self.visible] = f
+        full[:, self._visible_columns] = f
         if self.hidden:
-            full[:, self.hidden] = uniform_factors_torch(self._hidden_sizes, f.shape[0], generator, self.device)
+            full[:, self._hidden_columns] = uniform_factors_torch(self._hidden_sizes, f.shape[0], generator, self.device)
         return self.base.observations(full, generator)
 
     def flat_index(self, factors: np.ndarray) -> np.ndarray:

@@ -1,0 +1,141 @@
+"""The GPU path of a trial: device placement, bfloat16 autocast, no host synchronisation in
+the step, the memory cap of a fractional GPU, and checkpoints that move between devices.
+
+These need a CUDA device and are skipped (and reported as skipped) without one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.data import ProceduralDSprites, byo
+from trainables.checkpoint import load_weights
+from trainables.evaluate import evaluate
+from trainables.model import BetaVAE
+from trainables.settings import EvalSettings, TrialSettings
+from trainables.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def gpu_settings(**data) -> TrialSettings:
+    return TrialSettings.model_validate(
+        {
+            "data": data,
+            "training": {"batch_size": 64, "device": "cuda"},
+            "objective": {"capacity_steps": 100},
+            "eval": {"preset": "fast", "metrics": ["mig", "sap", "unsupervised"]},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def partial_npz(tmp_path_factory):
+    """An own-format file with 2,000 rows of the dSprites grid: stored pixels with a row lookup."""
+    sizes = ProceduralDSprites.factor_sizes
+    rng = np.random.default_rng(0)
+    flat = rng.choice(int(np.prod(sizes)), size=2000, replace=False)
+    classes = np.stack(np.unravel_index(flat, sizes), axis=1)
+    images = ProceduralDSprites().observations(classes)[:, 0].numpy().astype(bool)
+    path = tmp_path_factory.mktemp("gpu") / "partial.npz"
+    return byo.write(path, images, classes, list(ProceduralDSprites.factor_names))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"variant": "color"},
+        {"variant": "noisy"},
+        {"ground_truth": ["shape", "scale", "posX"]},
+        "partial_npz",
+    ],
+    ids=["procedural", "color", "noisy", "ground_truth", "npz_rows"],
+)
+def test_a_training_step_never_waits_on_the_host(data, request):
+    if data == "partial_npz":
+        data = {"name": "npz", "path": str(request.getfixturevalue("partial_npz"))}
+    trainer = Trainer(gpu_settings(**data), beta=4.0, capacity=5.0, seed=0)
+    trainer.train(3)  # first steps: cuDNN autotuning and allocator warm-up may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            trainer.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    report = trainer.window_report()
+    assert np.isfinite(report["loss"]) and report["images_per_sec"] > 0
+
+
+def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights():
+    seen: list[torch.dtype] = []
+    for amp in (True, False):
+        settings = gpu_settings().model_copy(
+            update={"training": gpu_settings().training.model_copy(update={"amp": amp})}
+        )
+        trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+        hook = trainer.model.encoder.features[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        trainer.train(2)
+        hook.remove()
+        assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in trainer.model.parameters())
+        assert trainer.dataset.observations(np.zeros((1, 5), dtype=int)).device.type == "cuda"
+    assert seen == [torch.bfloat16] * 2 + [torch.float32] * 2
+
+
+_CAP_SCRIPT = """
+import torch
+from trainables.settings import TrialSettings
+from trainables.trainer import Trainer
+settings = TrialSettings.model_validate({"training": {"batch_size": 64, "device": "cuda"}})
+trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=0.25)
+trainer.train(2)
+total = torch.cuda.get_device_properties(0).total_memory
+small = torch.empty(int(0.1 * total), dtype=torch.uint8, device="cuda")
+del small
+try:
+    torch.empty(int(0.3 * total), dtype=torch.uint8, device="cuda")
+except torch.OutOfMemoryError:
+    print("capped")
+else:
+    print("not capped")
+"""
+
+
+def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory():
+    done = subprocess.run([sys.executable, "-c", _CAP_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "capped"
+
+
+def test_a_gpu_trial_resumes_from_its_checkpoint_and_its_weights_load_on_the_cpu(tmp_path):
+    straight = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=2)
+    straight.train(5)
+    straight.save(tmp_path)
+    straight.train(5)
+    resumed = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=2)
+    resumed.load(tmp_path)
+    assert resumed.optimizer.state_dict()["state"][0]["exp_avg"].device.type == "cuda"
+    resumed.train(5)
+    assert resumed.step == straight.step == 10
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # cuDNN may pick other kernels
+    on_cpu = load_weights(tmp_path, "cpu")
+    assert all(w.device.type == "cpu" for w in on_cpu.values())
+    BetaVAE(10).load_state_dict(on_cpu)
+
+
+def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
+    trainer = Trainer(gpu_settings(), beta=4.0, capacity=0.0, seed=1)
+    trainer.train(50)
+    settings = EvalSettings(preset="fast", metrics=("mig", "sap", "unsupervised"))
+    on_gpu = evaluate(trainer.model, trainer.dataset, settings, np.random.default_rng(0))
+    model = trainer.model.cpu()
+    on_cpu = evaluate(model, ProceduralDSprites("cpu"), settings, np.random.default_rng(0))
+    for key in ("disent/mig", "disent/sap", "disent/gaussian_total_correlation"):
+        assert on_gpu[key] == pytest.approx(on_cpu[key], rel=0.05, abs=0.01), key
