@@ -23,8 +23,10 @@ from bench.training import flops_per_image
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 
-SINGLE = ((64, True), (64, False), (256, True), (1024, True), (1024, False))  # (batch, bfloat16 autocast)
-PACKING = (1, 2, 4, 8, 16)  # trials sharing the card
+# (batch, bfloat16 autocast, training.compile)
+SINGLE = ((64, False, False), (64, True, False), (256, False, False), (1024, False, False), (1024, True, False),
+          (64, False, True), (64, True, True))
+PACKING = {False: (1, 4, 8, 16), True: (4, 8)}  # trials sharing the card, by training.compile
 
 
 def matmul_tflops(dtype: torch.dtype, size: int = 8192, runs: int = 10) -> float:
@@ -45,24 +47,17 @@ def matmul_tflops(dtype: torch.dtype, size: int = 8192, runs: int = 10) -> float
     return 2 * size**3 / statistics.median(times) / 1e12
 
 
-def trial_settings(batch: int, amp: bool) -> TrialSettings:
-    return TrialSettings.model_validate({"training": {"batch_size": batch, "device": "cuda", "amp": amp}})
+def trial_settings(batch: int, amp: bool, compiled: bool = False) -> TrialSettings:
+    training = {"batch_size": batch, "device": "cuda", "amp": amp, "compile": compiled, "threads": 1}
+    return TrialSettings.model_validate({"training": training})
 
 
 def single_trial(
-    batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: str | None = None
+    batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: bool = False
 ) -> tuple[list[float], float]:
-    """Images/s of consecutive windows (each ends with the report's host sync), and peak MiB.
-
-    `compiled` (a `torch.compile` mode) wraps the encoder and the decoder (the
-    reparameterisation between them draws from the trial's generator, which
-    a compiled graph cannot hold).
-    """
+    """Images/s of consecutive windows (each ends with the report's host sync), and peak MiB."""
     torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(trial_settings(batch, amp), beta=4.0, capacity=0.0, seed=0)
-    if compiled:
-        trainer.model.encoder = torch.compile(trainer.model.encoder, mode=compiled)
-        trainer.model.decoder = torch.compile(trainer.model.decoder, mode=compiled)
+    trainer = Trainer(trial_settings(batch, amp, compiled), beta=4.0, capacity=0.0, seed=0)
     trainer.train(warmup)
     rates = [trainer.train(window)["images_per_sec"] for _ in range(windows)]
     peak = torch.cuda.max_memory_allocated() / 2**20
@@ -75,8 +70,9 @@ _PACKED_SCRIPT = """
 import json, sys, time, torch
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
-share, warmup, seconds = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-settings = TrialSettings.model_validate({"training": {"batch_size": 64, "device": "cuda", "threads": 1}})
+share, warmup, seconds, compiled = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+training = {"batch_size": 64, "device": "cuda", "threads": 1, "compile": compiled}
+settings = TrialSettings.model_validate({"training": training})
 trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=share)
 trainer.train(warmup)
 print("ready", flush=True)
@@ -90,11 +86,11 @@ print(json.dumps({"start": start, "end": time.time(), "images": images,
 """
 
 
-def packed(trials: int, warmup: int, seconds: float) -> dict[str, float]:
+def packed(trials: int, warmup: int, seconds: float, compiled: bool) -> dict[str, float]:
     """N trial processes on one card, released together: total and per-trial images/s."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PACKED_SCRIPT, str(1 / trials), str(warmup), str(seconds)],
+            [sys.executable, "-c", _PACKED_SCRIPT, str(1 / trials), str(warmup), str(seconds), str(int(compiled))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -122,7 +118,7 @@ def packed(trials: int, warmup: int, seconds: float) -> dict[str, float]:
 def run(quick: bool) -> str:
     if not torch.cuda.is_available():
         raise RuntimeError("the gpu section needs a CUDA device")
-    warmup, window, windows, seconds = (10, 20, 2, 3.0) if quick else (100, 300, 3, 10.0)
+    warmup, window, windows, seconds = (10, 20, 2, 3.0) if quick else (100, 300, 3, 8.0)
     props = torch.cuda.get_device_properties(0)
     bf16 = matmul_tflops(torch.bfloat16)
     fp32 = matmul_tflops(torch.float32)
@@ -140,48 +136,36 @@ def run(quick: bool) -> str:
         "One trial, the project's `Trainer` (cudnn.benchmark on), after "
         f"{warmup} warm-up steps; median of {windows} windows of about {window * 64:,} images:",
         "",
-        "| batch | autocast | images/s | steps/s | achieved TFLOP/s | peak allocated |",
-        "|---|---|---|---|---|---|",
+        "| batch | autocast | `compile` | images/s | steps/s | achieved TFLOP/s | peak allocated |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for batch, amp in SINGLE:
-        rates, peak = single_trial(batch, amp, warmup, max(20, window * 64 // batch), windows)
+    for batch, amp, compiled in SINGLE:
+        rates, peak = single_trial(batch, amp, warmup, max(20, window * 64 // batch), windows, compiled)
         rate = statistics.median(rates)
         row = (
-            f"| {batch} | {'bfloat16' if amp else 'off (float32)'} | {rate:,.0f} | {rate / batch:,.0f} | "
-            f"{rate * flops / 1e12:.2f} | {peak:.0f} MiB |"
+            f"| {batch} | {'bfloat16' if amp else 'off (float32)'} | {str(compiled).lower()} | {rate:,.0f} | "
+            f"{rate / batch:,.0f} | {rate * flops / 1e12:.2f} | {peak:.0f} MiB |"
         )
         print(row, file=sys.stderr, flush=True)
         lines.append(row)
     lines += [
         "",
-        f"N trials at batch 64 sharing the card (`gpu: 1/N`, each process capped to 1/N of the memory, one "
-        f"CPU thread each), started together and timed over {seconds:.0f} s:",
+        f"N trials at batch 64, float32, sharing the card (`gpu: 1/N`, each process capped to 1/N of the memory, "
+        f"one CPU thread each), started together and timed over {seconds:.0f} s:",
         "",
-        "| trials per GPU | total images/s | per trial | achieved TFLOP/s | largest reserved per trial |",
-        "|---|---|---|---|---|",
+        "| trials per GPU | `compile` | total images/s | per trial | achieved TFLOP/s | largest reserved per trial |",
+        "|---|---|---|---|---|---|",
     ]
-    for trials in PACKING:
-        if trials > cores():
-            continue
-        began = time.perf_counter()
-        figures = packed(trials, warmup, seconds)
-        row = (
-            f"| {trials} | {figures['total']:,.0f} | {figures['per_trial']:,.0f} | "
-            f"{figures['total'] * flops / 1e12:.2f} | {figures['reserved_mib']:.0f} MiB |"
-        )
-        print(row, f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
-        lines.append(row)
-    lines += ["", "`torch.compile` on the encoder and the decoder, batch 64, bfloat16:", ""]
-    for mode in ("default", "reduce-overhead"):  # reduce-overhead replays CUDA graphs
-        try:
+    for compiled, counts in PACKING.items():
+        for trials in counts:
+            if trials > cores():
+                continue
             began = time.perf_counter()
-            rates, _ = single_trial(64, True, warmup, window, windows, compiled=mode)
-            note = (
-                f"{statistics.median(rates):,.0f} images/s (compilation and warm-up "
-                f"{time.perf_counter() - began:.0f} s in all)"
+            figures = packed(trials, warmup, seconds, compiled)
+            row = (
+                f"| {trials} | {str(compiled).lower()} | {figures['total']:,.0f} | {figures['per_trial']:,.0f} | "
+                f"{figures['total'] * flops / 1e12:.2f} | {figures['reserved_mib']:.0f} MiB |"
             )
-        except Exception as error:  # a compiler failure is a finding, not a reason to lose the section
-            note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        print(f"compiled, mode {mode}:", note, file=sys.stderr, flush=True)
-        lines.append(f"- mode `{mode}`: {note}")
+            print(row, f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+            lines.append(row)
     return "\n".join(lines) + "\n"

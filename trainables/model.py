@@ -7,6 +7,8 @@ Kept layer for layer as in the study so that scores are comparable: TF's
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -71,3 +73,18 @@ class BetaVAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar
+
+
+def compiled_view(model: BetaVAE, mode: str | None) -> BetaVAE:
+    """`model` with its encoder and decoder under `torch.compile`, sharing its weights.
+
+    Only the training step calls the view: evaluation encodes batches of many
+    sizes (each would be a recompilation) and checkpoints keep the plain
+    parameter names of `model`. The reparameterisation between the two halves
+    draws from the trial's generator, which a compiled graph cannot hold.
+    """
+    view = copy.copy(model)
+    view._modules = dict(model._modules)  # a module table of its own; the modules inside are shared
+    view.encoder = torch.compile(model.encoder, mode=mode)
+    view.decoder = torch.compile(model.decoder, mode=mode)
+    return view

@@ -106,7 +106,12 @@ class TrainingSettings(Strict):
     report_every: int = Field(100, ge=1, description="steps between reports to Tune and MLflow")
     checkpoint_every: int = Field(10_000, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bfloat16 autocast on GPU; ignored on CPU")
+    amp: bool = Field(
+        False, description="bfloat16 autocast on GPU (less memory; slower for the reference model); ignored on CPU"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the training step's encoder and decoder (CUDA graphs on GPU)"
+    )
     threads: int | None = Field(None, ge=1, description="torch threads; default: the trial's CPUs")
     seed_offset: int = Field(0, ge=0, description="seed of repeat i is seed_offset + i")
 

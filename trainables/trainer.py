@@ -19,7 +19,7 @@ import torch
 
 from trainables.checkpoint import load_state, load_weights, save_checkpoint
 from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
-from trainables.model import BetaVAE
+from trainables.model import BetaVAE, compiled_view
 from trainables.objective import beta_vae_loss, capacity_at
 from trainables.settings import DataSettings, TrialSettings
 
@@ -126,6 +126,9 @@ class Trainer:
         if problem:
             raise ValueError(problem)
         self.model = BetaVAE(settings.model.latent_dim, channels=self.dataset.image_shape[0]).to(self.device)
+        # On a GPU one step is a few hundred tiny kernels; CUDA graphs replay them as one launch each.
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._step_model = compiled_view(self.model, mode) if training.compile else self.model
         # Fused Adam on a GPU: one kernel for every parameter instead of a dozen launches per step.
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -134,6 +137,7 @@ class Trainer:
         # One generator for the data and the reparameterisation noise: the trial's whole randomness.
         self.generator = torch.Generator(self.device).manual_seed(self.seed)
         self.use_amp = training.amp and self.device.type == "cuda"
+        self._graphs = training.compile and self.device.type == "cuda"
         self.step = 0
         self._reset_window()
 
@@ -152,8 +156,10 @@ class Trainer:
         batch_size = self.settings.training.batch_size
         factors = self.dataset.sample_factors_torch(batch_size, self.generator)
         x = self.dataset.observations(factors, self.generator)
+        if self._graphs:  # a new iteration: the last step's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits, mu, logvar = self.model(x, self.generator)
+            logits, mu, logvar = self._step_model(x, self.generator)
         terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()

@@ -139,3 +139,19 @@ def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
     on_cpu = evaluate(model, ProceduralDSprites("cpu"), settings, np.random.default_rng(0))
     for key in ("disent/mig", "disent/sap", "disent/gaussian_total_correlation"):
         assert on_gpu[key] == pytest.approx(on_cpu[key], rel=0.05, abs=0.01), key
+
+
+def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_weights(tmp_path):
+    def settings(compiled: bool) -> TrialSettings:
+        base = gpu_settings()
+        return base.model_copy(update={"training": base.training.model_copy(update={"compile": compiled})})
+
+    plain = Trainer(settings(False), beta=4.0, capacity=5.0, seed=3)
+    compiled = Trainer(settings(True), beta=4.0, capacity=5.0, seed=3)
+    expected, got = plain.train(20), compiled.train(20)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=0.01)
+    compiled.save(tmp_path)
+    assert load_weights(tmp_path).keys() == plain.model.state_dict().keys()
+    resumed = Trainer(settings(True), beta=4.0, capacity=5.0, seed=3)
+    resumed.load(tmp_path)
+    assert np.isfinite(resumed.train(5)["loss"]) and resumed.step == 25
