@@ -26,14 +26,8 @@ from trainables.trainer import Trainer
 BATCH = 64
 PUBLIC_TRAINER_GFLOPS = 33.0  # a widely used public PyTorch beta-VAE trainer on this kind of machine
 
-GPU_EXPECTATION = (
-    'On a GPU (not measured: no GPU machine was available): a step is about 82 MFLOP per image, so batch 64 is 5 '
-    'GFLOP, microseconds of work for an H100, and a single trial is bound by kernel launches (several dozen per '
-    'step: forward, backward and Adam) rather than arithmetic. The step has no host synchronisation (batches are '
-    'rendered by indexing on the device, loss terms accumulate in device tensors read once per report), so launches'
-    ' queue ahead of the GPU; packing several trials per card (`gpu: 0.125`-`0.25`, each capped to its share of '
-    "memory) overlaps their launches. Expect one trial to use a small fraction of the card and the card's total "
-    'throughput to grow with trials per GPU until the CPU cores that drive them run out.'
+GPU_POINTER = (
+    "GPU figures are in the section 'Training on a GPU' (`python -m bench --only gpu` on a machine with CUDA)."
 )
 
 
@@ -103,6 +97,6 @@ def run(quick: bool) -> str:
         f"| public trainer on this kind of machine | about {PUBLIC_TRAINER_GFLOPS:.0f} GFLOP/s (17% of about 200) |",
         f"| peak memory of one training process ({20 if quick else 200} steps, 1 thread) | {peak:.0f} MiB |",
         "",
-        GPU_EXPECTATION,
+        GPU_POINTER,
     ]
     return "\n".join(lines) + "\n"
