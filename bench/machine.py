@@ -29,6 +29,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_extensions() -> str:
+    """The CPU's widest vector and matrix instruction sets: the same model name can hide
+    machines whose convolution kernels differ by a factor of two."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+    return ", ".join(f for f in wanted if f in flags) or "none of AVX2, AVX-512, AMX"
+
+
 def cores() -> int:
     """CPUs this process may run on."""
     try:
@@ -70,6 +82,7 @@ def describe() -> dict[str, str]:
     """What a reader needs to put the figures in context."""
     return {
         "CPU": cpu_model(),
+        "vector extensions": vector_extensions(),
         "cores available": str(cores()),
         "torch threads": str(torch.get_num_threads()),
         "python": platform.python_version(),
