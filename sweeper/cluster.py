@@ -11,11 +11,13 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from sweeper import object_store
 from sweeper.errors import EnvironmentProblem
 
 PROBE_TIMEOUT_S = 120.0  # a node may need to start a worker process first
@@ -48,8 +50,34 @@ def start_ray(address: str | None) -> bool:
 
 
 @ray.remote(num_cpus=0)
-def _sees(path: str) -> tuple[str, bool]:
-    return socket.gethostname(), os.path.exists(path)
+def _sees(path: str) -> tuple[str, str | None]:
+    return socket.gethostname(), None if os.path.exists(path) else "not there"
+
+
+@ray.remote(num_cpus=0)
+def _reads(uri: str) -> tuple[str, str | None]:
+    return socket.gethostname(), object_store.read_error(uri)
+
+
+def _nodes_that_fail(probe: Any, target: str) -> str:
+    """Run `probe(target)` once on every alive node; "N of M nodes: ..." for those that answer with a
+    problem, or an empty string."""
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    pinned = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(target)
+        for node in nodes
+    ]
+    answers = ray.get(pinned, timeout=PROBE_TIMEOUT_S)
+    failed = [
+        f"{node['NodeManagerAddress']} ({host}, node {node['NodeID'][:12]}): {problem}"
+        for node, (host, problem) in zip(nodes, answers, strict=True)
+        if problem
+    ]
+    return f"{len(failed)} of {len(nodes)} Ray nodes: {'; '.join(failed)}" if failed else ""
+
+
+def _multi_node() -> bool:
+    return sum(node["Alive"] for node in ray.nodes()) > 1
 
 
 def check_shared_storage(root: Path) -> None:
@@ -61,34 +89,40 @@ def check_shared_storage(root: Path) -> None:
     the same place everywhere. A file written here is looked for from every
     alive node; a node that does not see it would lose its trials' checkpoints.
     """
-    nodes = [node for node in ray.nodes() if node["Alive"]]
-    if len(nodes) < 2:
+    if not _multi_node():
         return
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     marker = root / f".storage-probe-{secrets.token_hex(4)}"
     marker.write_text("written by the sweep driver; looked for from every Ray node\n")
     try:
-        probes = [
-            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-                str(marker)
-            )
-            for node in nodes
-        ]
-        answers = ray.get(probes, timeout=PROBE_TIMEOUT_S)
+        blind = _nodes_that_fail(_sees, str(marker))
     finally:
         marker.unlink()
-    blind = [
-        f"{node['NodeManagerAddress']} ({host}, node {node['NodeID'][:12]})"
-        for node, (host, seen) in zip(nodes, answers, strict=True)
-        if not seen
-    ]
     if blind:
         if created:
             root.rmdir()
         raise EnvironmentProblem(
-            f"storage {str(root)!r} is not shared: {len(blind)} of {len(nodes)} Ray nodes cannot see files the "
-            f"driver writes there: {', '.join(blind)}. Trials checkpoint from the node they run on and are "
-            "restored on any node, so a multi-node sweep needs `storage` on a filesystem mounted at the same path "
-            "on every node (NFS, a ReadWriteMany volume; see deploy/README.md)."
+            f"storage {str(root)!r} is not shared: these cannot see files the driver writes there: "
+            f"{blind}. Trials checkpoint from the node they run on and are restored on any "
+            "node, so a multi-node sweep needs `storage` on a filesystem mounted at the same path on every node "
+            "(NFS, a ReadWriteMany volume; see deploy/README.md), or `checkpoints` in an object store."
+        )
+
+
+def check_object_store(uri: str) -> None:
+    """Refuse checkpoints in an object store that the driver or some node cannot use.
+
+    The driver writes a small object there (a wrong bucket, endpoint or
+    credentials fails here, before anything is created) and every node reads
+    it back with its own environment, as its trials will write checkpoints.
+    """
+    probe = object_store.write_probe(uri)
+    try:
+        blind = _nodes_that_fail(_reads, probe) if _multi_node() else ""
+    finally:
+        object_store.remove(probe)
+    if blind:
+        raise EnvironmentProblem(
+            f"checkpoints {uri!r}: these cannot read what the driver wrote there: {blind}. Give every node the store's credentials and endpoint in its environment."
         )

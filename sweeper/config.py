@@ -28,6 +28,7 @@ from trainables.settings import (
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # what pyarrow.fs, and so Ray, can write to
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")  # user:password@ in a URI
 CREDENTIALS_HINT = "give them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
@@ -145,6 +146,12 @@ class SweepConfig(Strict):
     storage: str = Field(
         "./sweeps", description="folder that holds every sweep's state; on several nodes, one they all mount"
     )
+    checkpoints: str | None = Field(
+        None,
+        description="object-store URI (s3://bucket/prefix, gs://bucket/prefix) for the trials' checkpoints "
+        "and Ray Tune's experiment state, instead of the sweep folder; `storage` then only needs to be on "
+        "the driver's machine",
+    )
     ray: RayConfig = RayConfig()
     failure: FailureConfig = FailureConfig()
 
@@ -154,10 +161,23 @@ class SweepConfig(Strict):
         # The sweep folder holds the Optuna journal and the tracking buffer, which need a filesystem.
         if "://" in storage:
             raise ValueError(
-                "an object-store URI is not supported; use a folder on a filesystem that every "
-                "node mounts at the same path (NFS, a ReadWriteMany volume, or the bucket mounted with a FUSE driver)"
+                "must be a folder (it holds the Optuna journal and the tracking buffer, which need a "
+                "filesystem); put an object-store URI under `checkpoints` instead"
             )
         return storage
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _an_object_store(cls, checkpoints: str | None) -> str | None:
+        if checkpoints is None:
+            return None
+        scheme, _, rest = checkpoints.partition("://")
+        if not rest.strip("/") or scheme not in OBJECT_STORE_SCHEMES:
+            raise ValueError(
+                f"must be an object-store URI with a bucket ({', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}); "
+                "for a shared filesystem, set `storage` to a folder on it and leave `checkpoints` out"
+            )
+        return checkpoints.rstrip("/")
 
     @field_validator("data")
     @classmethod

@@ -9,7 +9,7 @@ import typer
 
 from sweeper import space
 from sweeper.config import SweepConfig, load_config
-from sweeper.launch import RESOLVED_CONFIG, SweepOutcome, storage_root
+from sweeper.launch import RESOLVED_CONFIG, SweepOutcome, experiment_path, storage_root
 from sweeper.progress import fmt
 from sweeper.state import TrialState, find_sweep, read_record, read_trials
 from trainables.trainable import trial_seed
@@ -26,7 +26,8 @@ def print_plan(config: SweepConfig, address: str | None) -> None:
         f"metrics {config.eval.preset} every {config.eval.every} steps; "
         f"{config.resources.cpu:g} CPU, {config.resources.gpu:g} GPU"
     )
-    typer.echo(f"  storage {storage_root(config)}, tracking {config.tracking_uri()}")
+    checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
+    typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {config.tracking_uri()}")
 
 
 def trial_table(rows: Sequence[TrialState], metric: str | None) -> str:
@@ -70,6 +71,8 @@ def print_summary(outcome: SweepOutcome) -> int:
     typer.echo("")
     typer.echo(f"sweep {record.sweep_id}: {len(rows)} trials, {sum(bool(t.error) for t in rows)} failed")
     typer.echo(f"  state:   {Path(record.storage) / record.sweep_id}")
+    if record.checkpoints:
+        typer.echo(f"  checkpoints: {experiment_path(record)}")
     typer.echo(f"  status:  sweeper status {record.sweep_id} --storage {record.storage}")
     typer.echo(f"  MLflow:  mlflow ui --backend-store-uri {record.tracking_uri}")
     typer.echo(f"           experiment {record.experiment_id}, parent run {record.parent_run_id}")
@@ -79,7 +82,7 @@ def print_summary(outcome: SweepOutcome) -> int:
 def print_status(sweep: str, storage: Path) -> None:
     folder = find_sweep(sweep, storage)
     record = read_record(folder)
-    trials = read_trials(folder)
+    trials = read_trials(experiment_path(record))
     metric = load_config(folder / RESOLVED_CONFIG).search.metric
     counts: dict[str, int] = {}
     for t in trials:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sweeper import selection
+from sweeper import object_store, selection
 from sweeper.errors import ConfigError, EnvironmentProblem
 from sweeper.results import SweepRef, runs_table, trial_runs
 from trainables import exported
@@ -159,20 +159,24 @@ def read_checkpoint(row: dict) -> tuple[dict, dict[str, Any] | None]:
 
     from trainables.checkpoint import STATE_FILE, WEIGHTS_FILE, load_state, load_weights
 
-    folder = row["checkpoint"]
-    if not folder or not (Path(folder) / WEIGHTS_FILE).is_file():
-        where = f"checkpoint {folder!r} has no {WEIGHTS_FILE}" if folder else "no checkpoint was recorded"
-        raise EnvironmentProblem(f"{_describe(row)}: {where}; it cannot be exported")
-    try:
-        weights = load_weights(folder)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise EnvironmentProblem(f"{Path(folder) / WEIGHTS_FILE}: not a readable safetensors file ({exc})") from None
-    state = None
-    if (Path(folder) / STATE_FILE).is_file():
+    checkpoint = row["checkpoint"]
+    if not checkpoint:
+        raise EnvironmentProblem(f"{_describe(row)}: no checkpoint was recorded; it cannot be exported")
+    with object_store.local_folder(checkpoint) as folder:
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise EnvironmentProblem(
+                f"{_describe(row)}: checkpoint {checkpoint!r} has no {WEIGHTS_FILE}; it cannot be exported"
+            )
         try:
-            state = load_state(folder)
-        except Exception as exc:  # noqa: BLE001 - weights-only unpickling refuses anything but tensors and plain data
-            raise EnvironmentProblem(f"{Path(folder) / STATE_FILE}: cannot be read safely ({exc})") from None
+            weights = load_weights(folder)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise EnvironmentProblem(f"{checkpoint}/{WEIGHTS_FILE}: not a readable safetensors file ({exc})") from None
+        state = None
+        if (folder / STATE_FILE).is_file():
+            try:
+                state = load_state(folder)
+            except Exception as exc:  # noqa: BLE001 - weights-only unpickling refuses all but tensors and plain data
+                raise EnvironmentProblem(f"{checkpoint}/{STATE_FILE}: cannot be read safely ({exc})") from None
     return weights, state
 
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import ray
 from ray import tune
 
 from sweeper import space
-from sweeper.cluster import check_ray_address, check_shared_storage, start_ray
+from sweeper.cluster import check_object_store, check_ray_address, check_shared_storage, start_ray
 from sweeper.config import SweepConfig, dump_config
 from sweeper.datasets import with_dataset
 from sweeper.progress import ProgressCallback
@@ -45,6 +45,7 @@ class SweepRecord:
     parent_run_id: str
     storage: str
     created: float
+    checkpoints: str | None = None  # the object-store URI holding Tune's side of the sweep, if not the folder
 
     def write(self, folder: Path) -> None:
         write_atomically(folder / SWEEP_RECORD, json.dumps(asdict(self), indent=2))
@@ -77,6 +78,22 @@ def storage_root(config: SweepConfig) -> Path:
     return Path(config.storage).expanduser().resolve()
 
 
+def experiment_path(record: SweepRecord) -> str:
+    """Where Ray Tune keeps the sweep's checkpoints and experiment state: the sweep folder itself,
+    or its namesake under the object-store URI in `checkpoints`."""
+    if record.checkpoints:
+        return f"{record.checkpoints}/{record.sweep_id}"
+    return str(Path(record.storage) / record.sweep_id)
+
+
+def check_checkpoint_storage(record: SweepRecord) -> None:
+    """Every node must reach where trials checkpoint: the object store, or the shared folder."""
+    if record.checkpoints:
+        check_object_store(record.checkpoints)
+    else:
+        check_shared_storage(Path(record.storage))
+
+
 @dataclass
 class SweepOutcome:
     record: SweepRecord
@@ -97,23 +114,26 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     echo(f"sweep {sweep_id}: {space.trial_count(config)} trials, tracking {tracking_uri}")
     started_here = start_ray(address)
     try:
-        check_shared_storage(storage_root(config))
-        trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
-        sweep_dir.mkdir(parents=True)
-        tracking = SweepTracking.start(client, config, sweep_id)
         record = SweepRecord(
             sweep_id=sweep_id,
             name=config.name,
             tracking_uri=tracking_uri,
-            experiment_id=tracking.experiment_id,
-            parent_run_id=tracking.parent_run_id,
+            experiment_id="",
+            parent_run_id="",
             storage=str(storage_root(config)),
             created=time.time(),
+            checkpoints=config.checkpoints,
         )
+        check_checkpoint_storage(record)
+        trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
+        sweep_dir.mkdir(parents=True)
+        tracking = SweepTracking.start(client, config, sweep_id)
+        record = replace(record, experiment_id=tracking.experiment_id, parent_run_id=tracking.parent_run_id)
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
-        tuner = _new_tuner(config, trainable, sweep_dir, [MLflowTrialCallback(tracking, sweep_dir, echo), progress])
+        callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress]
+        tuner = _new_tuner(config, trainable, sweep_dir, experiment_path(record), callbacks)
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
@@ -140,9 +160,9 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     echo(f"resuming sweep {record.sweep_id}, tracking {record.tracking_uri}")
     started_here = start_ray(address)
     try:
-        check_shared_storage(Path(record.storage))
+        check_checkpoint_storage(record)
         tuner = tune.Tuner.restore(
-            str(sweep_dir), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
+            experiment_path(record), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )
         tracking.reopen()
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
@@ -185,8 +205,13 @@ def _trainable(config: SweepConfig) -> Any:
     return tune.with_resources(with_dataset(train, config), resources)
 
 
-def _new_tuner(config: SweepConfig, trainable: Any, sweep_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
+def _new_tuner(
+    config: SweepConfig, trainable: Any, sweep_dir: Path, experiment: str, callbacks: list[tune.Callback]
+) -> tune.Tuner:
+    """The Tuner; the Optuna journal goes into `sweep_dir`, Tune's own state into `experiment` (the
+    same folder, or an object-store URI)."""
     search = config.search
+    storage_path, name = experiment.rsplit("/", 1)
     return tune.Tuner(
         trainable,
         param_space=space.param_space(config),
@@ -201,8 +226,8 @@ def _new_tuner(config: SweepConfig, trainable: Any, sweep_dir: Path, callbacks: 
             trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
-            name=sweep_dir.name,
-            storage_path=str(sweep_dir.parent),
+            name=name,
+            storage_path=storage_path,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=config.failure.max_failures),

@@ -8,11 +8,10 @@ on the CPU: a handful of models encoding a thousand images needs no GPU.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from sweeper import object_store
 from trainables.checkpoint import WEIGHTS_FILE, load_weights
 from trainables.data import ProceduralDSprites
 from trainables.evaluate import encode_observations
@@ -32,9 +31,12 @@ def load_model(checkpoint: str | None) -> BetaVAE:
     The latent size is read from the weights themselves, so a checkpoint loads
     whatever params its run recorded.
     """
-    if not checkpoint or not (Path(checkpoint) / WEIGHTS_FILE).is_file():
-        raise MissingCheckpoint(f"no {WEIGHTS_FILE} in checkpoint {checkpoint!r}")
-    weights = load_weights(checkpoint)
+    if not checkpoint:
+        raise MissingCheckpoint("no checkpoint was recorded")
+    with object_store.local_folder(checkpoint) as folder:
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise MissingCheckpoint(f"no {WEIGHTS_FILE} in checkpoint {checkpoint!r}")
+        weights = load_weights(folder)
     channels = weights["encoder.features.0.weight"].shape[1]  # 3 for the colour and noisy variants
     model = BetaVAE(latent_dim=weights["encoder.mean.weight"].shape[0], channels=channels)
     model.load_state_dict(weights)

@@ -36,11 +36,12 @@ def find_sweep(sweep: str, storage: Path) -> Path:
     raise EnvironmentProblem(f"no sweep {sweep!r}{hint}")
 
 
-def read_trials(folder: Path) -> list[TrialState]:
+def read_trials(experiment: str) -> list[TrialState]:
+    """The trials of Tune's experiment at `experiment`: the sweep folder or its object-store URI."""
     from ray.tune import ExperimentAnalysis
 
     try:
-        analysis = ExperimentAnalysis(str(folder))
+        analysis = ExperimentAnalysis(experiment)
     except (ValueError, FileNotFoundError):
         return []  # the sweep started but Tune has not written its state yet
     states = []

@@ -23,6 +23,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from sweeper import object_store
 from sweeper.config import SweepConfig, dump_config
 from sweeper.errors import EnvironmentProblem
 from sweeper.tracking_buffer import PARENT, TrackingBuffer, fail_fast_http, redact, short_reason
@@ -275,7 +276,8 @@ class MLflowTrialCallback(Callback):
         self.buffer.flush()
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
-        self.buffer.add("tag", self._open(trial), key="checkpoint", value=checkpoint.path)
+        where = object_store.uri_of(checkpoint.filesystem, checkpoint.path)  # s3://... when not a local folder
+        self.buffer.add("tag", self._open(trial), key="checkpoint", value=where)
         self.buffer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -68,7 +68,10 @@ def write(tmp_path: Path, text: str) -> Path:
         ("search.beta={low: 3, high: 1}", r"search\.beta\.low = 3\.0: must be below high = 1\.0"),
         ("resources.gpu=1.5", r"resources\.gpu = 1\.5: .*whole number"),
         ("eval.overrides={mig: {num_trian: 3}}", r"overrides\.mig\.num_trian: unknown size"),
-        ("storage=s3://bucket/sweeps", r"storage = 's3://bucket/sweeps': .*object-store URI is not supported"),
+        ("storage=s3://bucket/sweeps", r"storage = 's3://bucket/sweeps': must be a folder .* under `checkpoints`"),
+        ("checkpoints=/mnt/shared", r"checkpoints = '/mnt/shared': must be an object-store URI .* set `storage`"),
+        ("checkpoints=s3://", r"checkpoints = 's3://': must be an object-store URI with a bucket"),
+        ("checkpoints=ftp://host/x", r"checkpoints = 'ftp://host/x': must be an object-store URI"),
     ],
 )
 def test_bad_values_name_the_file_key_and_value(override, expected):

@@ -1,0 +1,139 @@
+"""Checkpoints in an object store: a sweep whose trials checkpoint to S3, read back by status and
+export; a bucket the driver cannot write to is refused before anything exists.
+
+The S3 endpoint is a real HTTP server on loopback (moto's S3 server), reached
+through the same pyarrow client Ray uses, configured only by the standard AWS
+environment variables, as a user's MinIO or S3 would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "sweeps"
+STEPS, REPORT = 320, 40  # a checkpoint with every report
+TINY = [
+    "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
+    "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
+    "--set", f"training.checkpoint_every={REPORT}", "--set", f"eval.every={STEPS}",
+    "--set", "eval.metrics=[mig]", "--set", "resources.cpu=1",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    """A running S3 server with an empty bucket, and the environment that points a process at it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="sweeper", AWS_SECRET_ACCESS_KEY="sweeper",
+        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+    )
+    store = pyarrow.fs.S3FileSystem(
+        endpoint_override=env["AWS_ENDPOINT_URL"], access_key="sweeper", secret_key="sweeper",
+        region="us-east-1", allow_bucket_creation=True,
+    )
+    store.create_dir(BUCKET)
+    yield env, store
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def sweeper(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def objects(store: pyarrow.fs.S3FileSystem, prefix: str) -> list[str]:
+    found = store.get_file_info(pyarrow.fs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return [info.path for info in found if info.type == pyarrow.fs.FileType.File]
+
+
+@pytest.mark.sweep
+def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read_back_from_it(s3_env, tmp_path):
+    env, store = s3_env
+    launch = [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *TINY,
+              "--set", f"checkpoints=s3://{BUCKET}/ckpt/"]
+    driver = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:  # kill the driver once the first trial has a checkpoint in the bucket
+        deadline = time.monotonic() + 600
+        while not [p for p in objects(store, f"{BUCKET}/ckpt") if p.endswith("/model.safetensors")]:
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+            time.sleep(1)
+        time.sleep(12)  # Tune uploads its experiment state at most every 10 s
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    sweep_id = sweep_dir.name
+    resumed = sweeper(["resume", sweep_id], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    # The driver's folder holds the sweep's own files; Tune's state and every checkpoint are in the bucket.
+    assert {"sweep.json", "config.yaml"} <= {p.name for p in sweep_dir.iterdir()}
+    assert not [p for p in sweep_dir.rglob("*") if p.name in ("model.safetensors", "result.json")]
+    stored = objects(store, f"{BUCKET}/ckpt/{sweep_id}")
+    weights = {p for p in stored if p.endswith("/model.safetensors")}
+    assert any(Path(p).name.startswith("experiment_state") for p in stored)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`sweeper.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert any("restored_from_step" in r.data.metrics for r in runs)  # resumed from its checkpoint in S3
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert steps == list(range(REPORT, STEPS + 1, REPORT))  # continuous, no step twice
+        tag = run.data.tags["checkpoint"]
+        assert tag.startswith(f"s3://{BUCKET}/ckpt/{sweep_id}/")
+        assert f"{tag.removeprefix('s3://')}/model.safetensors" in weights
+
+    status = sweeper(["status", sweep_id], tmp_path, env)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert "2 terminated" in status.stdout
+
+    out = tmp_path / "exported"
+    exported = sweeper(["export", sweep_id, "--to", str(out), "--run", runs[0].info.run_id], tmp_path, env)
+    assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
+    (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert (model_dir / "model.safetensors").is_file()
+
+
+def test_a_bucket_the_driver_cannot_write_to_is_refused_before_anything_exists(s3_env, tmp_path):
+    env, _ = s3_env
+    smoke = str(REPO / "configs" / "smoke.yaml")
+    done = sweeper(["launch", smoke, *TINY, "--set", "checkpoints=s3://no-such-bucket/ckpt"], tmp_path, env)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "checkpoints 's3://no-such-bucket/ckpt': cannot write there from the driver" in done.stderr
+    assert "AWS_ENDPOINT_URL" in done.stderr
+    assert not (tmp_path / "sweeps").exists()
