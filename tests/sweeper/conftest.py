@@ -6,9 +6,14 @@ Tests get the helpers through fixtures (`make_sweep`, `two_by_three`,
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 import torch
 from mlflow.entities import Metric, Param
@@ -128,3 +133,37 @@ def two_by_three():
 def trial_metrics():
     """trial_metrics(recon, mig, sap, kl=5.0) -> a trial's final metrics."""
     return metrics
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A real S3 server on loopback (moto's) with an empty bucket `sweeps`; the environment that
+    points a process at it (the standard AWS variables, as for MinIO) and a client of its own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "the S3 server did not start"
+            time.sleep(0.2)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="sweeper", AWS_SECRET_ACCESS_KEY="sweeper",
+        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+    )
+    store = pyarrow.fs.S3FileSystem(
+        endpoint_override=env["AWS_ENDPOINT_URL"], access_key="sweeper", secret_key="sweeper",
+        region="us-east-1", allow_bucket_creation=True,
+    )
+    store.create_dir("sweeps")
+    yield env, store
+    server.terminate()
+    server.wait(timeout=30)

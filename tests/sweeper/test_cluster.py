@@ -36,15 +36,18 @@ def ray_cli() -> str:
 
 
 @contextmanager
-def ray_cluster(*workers: tuple[list[str], list[str]]) -> Iterator[tuple[str, dict[str, str]]]:
-    """A head with no CPUs or GPUs, plus one worker per (command prefix, `ray start` flags) pair.
+def ray_cluster(
+    *workers: tuple[list[str], list[str]], extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head with no CPUs or GPUs, plus one worker per (command prefix, `ray start` flags) pair;
+    every node and the returned driver environment get `extra_env`.
 
     Torn down by killing every process that names this cluster's folder.
     """
     # A short folder: Ray's socket paths must stay under the 107-character limit.
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **(extra_env or {}), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     head = [ray_cli(), "start", "--head", f"--port={port}", "--num-cpus=0", "--num-gpus=0",
@@ -163,3 +166,19 @@ def test_a_storage_folder_that_a_node_cannot_see_is_refused_before_anything_star
     assert expected in done.stderr
     assert list(storage.iterdir()) == []  # no sweep folder, no probe file left behind
     assert trial_runs(tmp_path) == []  # and no MLflow run
+
+
+def test_checkpoints_in_an_object_store_that_a_node_cannot_reach_are_refused_before_anything_starts(
+    tmp_path, s3_env
+):
+    s3, _ = s3_env
+    aws = {k: v for k, v in s3.items() if k.startswith("AWS_")}
+    # This worker's environment points at an S3 endpoint where nothing listens.
+    astray = (["env", f"AWS_ENDPOINT_URL=http://127.0.0.1:{free_port()}"], ["--num-cpus=1", "--num-gpus=0"])
+    with ray_cluster(astray, extra_env=aws) as (address, env):
+        done = subprocess.run(smoke_args(address, "--set", "checkpoints=s3://sweeps/refused"), cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    expected = "checkpoints 's3://sweeps/refused': these cannot read what the driver wrote there: 1 of 2 Ray nodes"
+    assert expected in done.stderr
+    assert not (tmp_path / "sweeps").exists() and trial_runs(tmp_path) == []

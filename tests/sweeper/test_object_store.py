@@ -1,16 +1,15 @@
 """Checkpoints in an object store: a sweep whose trials checkpoint to S3, read back by status and
 export; a bucket the driver cannot write to is refused before anything exists.
 
-The S3 endpoint is a real HTTP server on loopback (moto's S3 server), reached
-through the same pyarrow client Ray uses, configured only by the standard AWS
-environment variables, as a user's MinIO or S3 would be.
+The S3 endpoint is a real HTTP server on loopback (the `s3_env` fixture),
+reached through the same pyarrow client Ray uses, configured only by the
+standard AWS environment variables, as a user's MinIO or S3 would be.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
-BUCKET = "sweeps"
+BUCKET = "sweeps"  # made by the s3_env fixture
 STEPS, REPORT = 320, 40  # a checkpoint with every report
 TINY = [
     "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
@@ -29,42 +28,6 @@ TINY = [
     "--set", f"training.checkpoint_every={REPORT}", "--set", f"eval.every={STEPS}",
     "--set", "eval.metrics=[mig]", "--set", "resources.cpu=1",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env(tmp_path_factory):
-    """A running S3 server with an empty bucket, and the environment that points a process at it."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="sweeper", AWS_SECRET_ACCESS_KEY="sweeper",
-        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-    )
-    store = pyarrow.fs.S3FileSystem(
-        endpoint_override=env["AWS_ENDPOINT_URL"], access_key="sweeper", secret_key="sweeper",
-        region="us-east-1", allow_bucket_creation=True,
-    )
-    store.create_dir(BUCKET)
-    yield env, store
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def sweeper(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
