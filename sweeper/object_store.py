@@ -8,6 +8,7 @@ GOOGLE_APPLICATION_CREDENTIALS, ...), never from the config.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -62,8 +63,10 @@ def read_error(uri: str) -> str | None:
 
 
 def remove(uri: str) -> None:
+    """Delete one object; a probe left behind is harmless, so a failure here is not an error."""
     filesystem, path = resolve(uri)
-    filesystem.delete_file(path)
+    with contextlib.suppress(OSError):
+        filesystem.delete_file(path)
 
 
 @contextmanager
@@ -75,11 +78,11 @@ def local_folder(checkpoint: str) -> Iterator[Path]:
         return
     filesystem, path = resolve(checkpoint)
     with tempfile.TemporaryDirectory(prefix="checkpoint-") as folder:
-        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.Directory:
-            try:
+        try:
+            if filesystem.get_file_info(path).type == pyarrow.fs.FileType.Directory:
                 pyarrow.fs.copy_files(
                     path, folder, source_filesystem=filesystem, destination_filesystem=pyarrow.fs.LocalFileSystem()
                 )
-            except OSError as exc:
-                raise EnvironmentProblem(f"cannot download checkpoint {checkpoint}: {exc}") from None
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot download checkpoint {checkpoint}: {exc}") from None
         yield Path(folder)

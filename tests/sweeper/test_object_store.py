@@ -100,3 +100,22 @@ def test_a_bucket_the_driver_cannot_write_to_is_refused_before_anything_exists(s
     assert "checkpoints 's3://no-such-bucket/ckpt': cannot write there from the driver" in done.stderr
     assert "AWS_ENDPOINT_URL" in done.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_a_checkpoint_uri_downloads_into_a_folder_that_goes_away_and_a_missing_one_is_empty(s3_env, monkeypatch):
+    from sweeper import object_store
+
+    env, store = s3_env
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, env[key])
+    with store.open_output_stream(f"{BUCKET}/unit/checkpoint_000001/model.safetensors") as out:
+        out.write(b"weights")
+    with object_store.local_folder(f"s3://{BUCKET}/unit/checkpoint_000001") as folder:
+        assert (folder / "model.safetensors").read_bytes() == b"weights"
+    assert not folder.exists()
+    with object_store.local_folder(f"s3://{BUCKET}/unit/checkpoint_000002") as missing:
+        assert list(missing.iterdir()) == []
+    with object_store.local_folder("/some/local/checkpoint") as local:
+        assert local == Path("/some/local/checkpoint")
+    assert object_store.uri_of(store, f"{BUCKET}/unit") == f"s3://{BUCKET}/unit"
+    assert object_store.uri_of(pyarrow.fs.LocalFileSystem(), "/tmp/x") == "/tmp/x"
