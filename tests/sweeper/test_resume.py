@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
 
-STEPS, REPORT, CHECKPOINT = 120, 20, 40
+STEPS, REPORT, CHECKPOINT = 360, 20, 40  # a trial must outlast the 12 s wait below on a fast machine
 CONFIGURATIONS = 2
 ARGS = [
     "--set", "search.beta={low: 1.0, high: 8.0, log: true}", "--set", "search.capacity=[0.0]",
