@@ -124,5 +124,6 @@ def check_object_store(uri: str) -> None:
         object_store.remove(probe)
     if blind:
         raise EnvironmentProblem(
-            f"checkpoints {uri!r}: these cannot read what the driver wrote there: {blind}. Give every node the store's credentials and endpoint in its environment."
+            f"checkpoints {uri!r}: these cannot read what the driver wrote there: {blind}. "
+            "Give every node the store's credentials and endpoint in its environment."
         )

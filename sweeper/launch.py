@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,12 @@ def experiment_path(record: SweepRecord) -> str:
     return str(Path(record.storage) / record.sweep_id)
 
 
-def check_checkpoint_storage(record: SweepRecord) -> None:
+def check_checkpoint_storage(storage: Path, checkpoints: str | None) -> None:
     """Every node must reach where trials checkpoint: the object store, or the shared folder."""
-    if record.checkpoints:
-        check_object_store(record.checkpoints)
+    if checkpoints:
+        check_object_store(checkpoints)
     else:
-        check_shared_storage(Path(record.storage))
+        check_shared_storage(storage)
 
 
 @dataclass
@@ -114,21 +114,20 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     echo(f"sweep {sweep_id}: {space.trial_count(config)} trials, tracking {tracking_uri}")
     started_here = start_ray(address)
     try:
+        check_checkpoint_storage(storage_root(config), config.checkpoints)
+        trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
+        sweep_dir.mkdir(parents=True)
+        tracking = SweepTracking.start(client, config, sweep_id)
         record = SweepRecord(
             sweep_id=sweep_id,
             name=config.name,
             tracking_uri=tracking_uri,
-            experiment_id="",
-            parent_run_id="",
+            experiment_id=tracking.experiment_id,
+            parent_run_id=tracking.parent_run_id,
             storage=str(storage_root(config)),
             created=time.time(),
             checkpoints=config.checkpoints,
         )
-        check_checkpoint_storage(record)
-        trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
-        sweep_dir.mkdir(parents=True)
-        tracking = SweepTracking.start(client, config, sweep_id)
-        record = replace(record, experiment_id=tracking.experiment_id, parent_run_id=tracking.parent_run_id)
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
@@ -160,7 +159,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     echo(f"resuming sweep {record.sweep_id}, tracking {record.tracking_uri}")
     started_here = start_ray(address)
     try:
-        check_checkpoint_storage(record)
+        check_checkpoint_storage(Path(record.storage), record.checkpoints)
         tuner = tune.Tuner.restore(
             experiment_path(record), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )

@@ -122,7 +122,7 @@ class GroundTruth:
         self.description = base.description + (f" (ground truth: {', '.join(names)})" if self.hidden else "")
         self._hidden_sizes = [base.factor_sizes[k] for k in self.hidden]
         # Column indices on the device: indexing with Python lists copies them there on every batch.
-        self._visible_columns = torch.tensor(self.visible, device=self.device)
+        self._visible_columns = torch.tensor(self.visible, dtype=torch.long, device=self.device)
         self._hidden_columns = torch.tensor(self.hidden, dtype=torch.long, device=self.device)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -138,7 +138,8 @@ class GroundTruth:
         full = torch.empty((f.shape[0], len(self.base.factor_sizes)), dtype=torch.long, device=self.device)
         full[:, self._visible_columns] = f
         if self.hidden:
-            full[:, self._hidden_columns] = uniform_factors_torch(self._hidden_sizes, f.shape[0], generator, self.device)
+            hidden = uniform_factors_torch(self._hidden_sizes, f.shape[0], generator, self.device)
+            full[:, self._hidden_columns] = hidden
         return self.base.observations(full, generator)
 
     def flat_index(self, factors: np.ndarray) -> np.ndarray:
