@@ -1,8 +1,10 @@
 """Start a sweep: check everything it needs, then run a Ray Tune Tuner over the search.
 
 Order matters for "nothing half-created": the config is validated by the
-caller, then the tracking store and the Ray address are checked, and only
-then are the sweep folder, the MLflow parent run and Ray itself started.
+caller, then the tracking store and the Ray address are checked, Ray is
+started or joined, the nodes' access to the checkpoint storage is probed
+and a dataset file is read; only then are the MLflow parent run and, last,
+the sweep folder created.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     try:
         check_checkpoint_storage(storage_root(config), config.checkpoints)
         trainable = _trainable(config)  # reads and checks a dataset file: a bad one leaves nothing behind
+        tracking = SweepTracking.start(client, config, sweep_id)  # before the folder: a refused write leaves none
         sweep_dir.mkdir(parents=True)
-        tracking = SweepTracking.start(client, config, sweep_id)
         record = SweepRecord(
             sweep_id=sweep_id,
             name=config.name,

@@ -9,6 +9,7 @@ written as one batch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import time
@@ -139,13 +140,33 @@ class SweepTracking:
 
     @classmethod
     def start(cls, client: MlflowClient, config: SweepConfig, sweep_id: str) -> SweepTracking:
-        experiment_id = ensure_experiment(client, config.tracking.experiment or config.name)
-        run = client.create_run(
-            experiment_id,
-            run_name=sweep_id,
-            tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "mlflow.note.content": config.description},
-        )
-        tracking = cls(client.tracking_uri, experiment_id, run.info.run_id, sweep_id)
+        """The sweep's experiment and parent run, with the config as params; a store that refuses
+        the writes (a user with READ permission) is an EnvironmentProblem and leaves no run behind."""
+        name = config.tracking.experiment or config.name
+        run_id = None
+        try:
+            experiment_id = ensure_experiment(client, name)
+            run_id = client.create_run(
+                experiment_id,
+                run_name=sweep_id,
+                tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "mlflow.note.content": config.description},
+            ).info.run_id
+            tracking = cls(client.tracking_uri, experiment_id, run_id, sweep_id)
+            tracking._log_sweep(config)
+        except MlflowException as exc:
+            if run_id is not None:
+                with contextlib.suppress(MlflowException):
+                    client.delete_run(run_id)
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            who = f"user {user!r}" if user else "this client"
+            raise EnvironmentProblem(
+                f"tracking URI {redact(client.tracking_uri)!r}: {who} cannot create the sweep's runs in "
+                f"experiment {name!r} ({short_reason(exc)}); ask for EDIT permission on it, or set "
+                "tracking.experiment to one of your own"
+            ) from None
+        return tracking
+
+    def _log_sweep(self, config: SweepConfig) -> None:
         search = config.search
         params = {
             "search.kind": search.kind,
@@ -157,9 +178,8 @@ class SweepTracking:
             **flatten("", config.trial_settings().model_dump(mode="json")),
             **library_versions(),
         }
-        tracking.log_params(run.info.run_id, params)
-        client.log_text(run.info.run_id, dump_config(config), "config.yaml")
-        return tracking
+        self.log_params(self.parent_run_id, params)
+        self.client.log_text(self.parent_run_id, dump_config(config), "config.yaml")
 
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]

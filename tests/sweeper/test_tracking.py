@@ -258,6 +258,27 @@ def test_wrong_password_is_a_clear_error_before_anything_starts(auth_server, tmp
     assert not (tmp_path / "sweeps").exists()
 
 
+def test_a_user_who_may_only_read_is_told_so_and_nothing_is_created(auth_server, tmp_path, monkeypatch):
+    from mlflow.server.auth.client import AuthServiceClient
+
+    server, password = auth_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    AuthServiceClient(server.uri).create_user("reader", "reader-password")
+    admin = MlflowClient(server.uri)
+    experiment = admin.create_experiment("admins-only")  # the server's default permission for others: READ
+    args = ["launch", SMOKE, *TINY, "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=admins-only"]
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=sweeper_env(MLFLOW_TRACKING_USERNAME="reader", MLFLOW_TRACKING_PASSWORD="reader-password"),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "user 'reader' cannot create the sweep's runs in experiment 'admins-only'" in done.stderr
+    assert "reader-password" not in done.stdout + done.stderr
+    assert not (tmp_path / "sweeps").exists()
+    assert admin.search_runs([experiment]) == []
+
+
 def test_credentials_in_the_tracking_uri_are_refused_and_not_printed(tmp_path, sweeper_cli):
     done = sweeper_cli(["launch", SMOKE, "--set", "tracking.uri=http://admin:hunter2@127.0.0.1:9"], cwd=tmp_path)
     assert done.returncode == 2
