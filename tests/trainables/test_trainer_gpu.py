@@ -23,11 +23,12 @@ from trainables.trainer import Trainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def gpu_settings(**data) -> TrialSettings:
+def gpu_settings(training: dict | None = None, **data) -> TrialSettings:
+    """A small GPU trial; `training` overrides training keys, the keyword arguments are data keys."""
     return TrialSettings.model_validate(
         {
             "data": data,
-            "training": {"batch_size": 64, "device": "cuda"},
+            "training": {"batch_size": 64, "device": "cuda", **(training or {})},
             "objective": {"capacity_steps": 100},
             "eval": {"preset": "fast", "metrics": ["mig", "sap", "unsupervised"]},
         }
@@ -76,10 +77,7 @@ def test_a_training_step_never_waits_on_the_host(data, request):
 def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights():
     seen: list[torch.dtype] = []
     for amp in (True, False):
-        settings = gpu_settings().model_copy(
-            update={"training": gpu_settings().training.model_copy(update={"amp": amp})}
-        )
-        trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+        trainer = Trainer(gpu_settings({"amp": amp}), beta=4.0, capacity=0.0, seed=0)
         hook = trainer.model.encoder.features[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
         trainer.train(2)
         hook.remove()
@@ -142,16 +140,12 @@ def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
 
 
 def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_weights(tmp_path):
-    def settings(compiled: bool) -> TrialSettings:
-        base = gpu_settings()
-        return base.model_copy(update={"training": base.training.model_copy(update={"compile": compiled})})
-
-    plain = Trainer(settings(False), beta=4.0, capacity=5.0, seed=3)
-    compiled = Trainer(settings(True), beta=4.0, capacity=5.0, seed=3)
+    plain = Trainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seed=3)
+    compiled = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seed=3)
     expected, got = plain.train(20), compiled.train(20)
     assert got["loss"] == pytest.approx(expected["loss"], rel=0.01)
     compiled.save(tmp_path)
     assert load_weights(tmp_path).keys() == plain.model.state_dict().keys()
-    resumed = Trainer(settings(True), beta=4.0, capacity=5.0, seed=3)
+    resumed = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seed=3)
     resumed.load(tmp_path)
     assert np.isfinite(resumed.train(5)["loss"]) and resumed.step == 25
