@@ -12,7 +12,7 @@ from sweeper.config import SweepConfig, load_config
 from sweeper.launch import RESOLVED_CONFIG, SweepOutcome, experiment_path, storage_root
 from sweeper.progress import fmt
 from sweeper.state import TrialState, find_sweep, read_record, read_trials
-from trainables.trainable import trial_seed
+from trainables.trial import TrialSpec
 
 
 def print_plan(config: SweepConfig, address: str | None) -> None:
@@ -56,7 +56,7 @@ def print_summary(outcome: SweepOutcome) -> int:
                 status="ERROR" if result.error else "TERMINATED",
                 beta=float(config["beta"]),
                 capacity=float(config["capacity"]),
-                seed=trial_seed(config),
+                seed=TrialSpec.from_config(config).seed,
                 last_result=dict(result.metrics or {}),
                 error=str(result.error).strip().splitlines()[-1] if result.error else None,
             )

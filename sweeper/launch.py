@@ -27,7 +27,8 @@ from sweeper.config import SweepConfig, dump_config
 from sweeper.datasets import with_dataset
 from sweeper.progress import ProgressCallback
 from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect, finish_tracking
-from trainables.trainable import train, trial_seed
+from trainables.trainable import train
+from trainables.trial import TrialSpec
 
 SWEEP_RECORD = "sweep.json"
 # How long the end of a sweep waits for a tracking server that is away before it leaves its writes on disk.
@@ -196,8 +197,7 @@ def _fit(
 
 def trial_name(trial: tune.experiment.Trial) -> str:
     """Short, readable trial folder names: the searched values, not every setting."""
-    c = trial.config
-    return f"{trial.trial_id}_beta={c['beta']:.4g}_C={c['capacity']:.4g}_seed={trial_seed(c)}"
+    return f"{trial.trial_id}_{TrialSpec.from_config(trial.config).label().replace(' ', '_')}"
 
 
 def _trainable(config: SweepConfig) -> Any:

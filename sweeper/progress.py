@@ -10,7 +10,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from sweeper.tracking import error_reason
-from trainables.trainable import trial_seed
+from trainables.trial import TrialSpec
 
 PROGRESS_EVERY_S = 20.0
 
@@ -29,9 +29,8 @@ class ProgressCallback(Callback):
         self._last.clear()
 
     def _line(self, trial: Trial, text: str) -> None:
-        c = trial.config
         elapsed = int(time.monotonic() - self.start)
-        label = f"beta={c['beta']:.4g} C={c['capacity']:.4g} seed={trial_seed(c)}"
+        label = TrialSpec.from_config(trial.config).label()
         self.echo(f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {label:<28} {text}")
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
 from sweeper.config import Range, SweepConfig, Values
-from trainables.trainable import TRIAL_INDEX_KEY
+from trainables.trial import TRIAL_INDEX
 
 OPTUNA_JOURNAL = "optuna.journal"
 
@@ -35,7 +35,7 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
         return {
             "beta": tune.grid_search(list(search.beta)),
             "capacity": tune.grid_search(list(search.capacity)),
-            TRIAL_INDEX_KEY: tune.grid_search(list(range(search.seeds))),
+            TRIAL_INDEX: tune.grid_search(list(range(search.seeds))),
             "settings": settings,
         }
     return {"beta": _domain(search.beta), "capacity": _domain(search.capacity), "settings": settings}

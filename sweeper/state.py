@@ -12,7 +12,7 @@ from typing import Any
 
 from sweeper.errors import EnvironmentProblem
 from sweeper.launch import SWEEP_RECORD, SweepRecord
-from trainables.trainable import trial_seed
+from trainables.trial import TrialSpec
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def read_trials(experiment: str) -> list[TrialState]:
                 status=trial.status,
                 beta=float(config["beta"]),
                 capacity=float(config["capacity"]),
-                seed=trial_seed(config),
+                seed=TrialSpec.from_config(config).seed,
                 last_result=dict(trial.last_result or {}),
                 error=error,
             )

@@ -28,7 +28,7 @@ from sweeper import object_store
 from sweeper.config import SweepConfig, dump_config
 from sweeper.errors import EnvironmentProblem
 from sweeper.tracking_buffer import PARENT, TrackingBuffer, fail_fast_http, redact, short_reason
-from trainables.trainable import TRIAL_INDEX_KEY, trial_seed
+from trainables.trial import TRIAL_INDEX, TrialSpec
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PARENT_TAG = "mlflow.parentRunId"
@@ -201,8 +201,9 @@ class SweepTracking:
     def trial_run(self, trial: Trial) -> tuple[str, dict[str, str], dict[str, str]]:
         """The name, tags and params of a trial's child run."""
         config = trial.config
-        seed = trial_seed(config)
-        name = f"beta={config['beta']:.4g} C={config['capacity']:.4g} seed={seed}"
+        spec = TrialSpec.from_config(config)
+        seed = spec.seed
+        name = spec.label()
         tags = {
             PARENT_TAG: self.parent_run_id,
             SWEEP_TAG: self.sweep_id,
@@ -214,7 +215,7 @@ class SweepTracking:
             "beta": str(config["beta"]),
             "capacity": str(config["capacity"]),
             "seed": str(seed),
-            "trial_index": str(config.get(TRIAL_INDEX_KEY, 0)),
+            "trial_index": str(config.get(TRIAL_INDEX, 0)),
             **flatten("", config["settings"]),
             **library_versions(),
         }

@@ -1,9 +1,8 @@
 """The Ray Tune function trainable: a Trainer driven by Tune's report and checkpoint API.
 
-Tune hands every trial a config dict: the searched values (`beta`,
-`capacity`), the repeat index `__trial_index__` (set by the grid or by
-Optuna's Repeater), and the fixed `settings`. Only `ray.tune` is used here:
-`ray.train.report` fails under Tune since Train V2.
+Tune hands every trial a config dict, read once as a `TrialSpec`
+(`trainables.trial`). Only `ray.tune` is used here: `ray.train.report` fails
+under Tune since Train V2.
 """
 
 from __future__ import annotations
@@ -18,15 +17,7 @@ from trainables.data import StoredImages
 from trainables.evaluate import evaluate
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
-
-TRIAL_INDEX_KEY = "__trial_index__"
-
-
-def trial_seed(config: dict[str, Any]) -> int:
-    """The seed of a trial: the repeat index shifted by the configured offset."""
-    settings = config["settings"]
-    offset = settings["training"]["seed_offset"] if isinstance(settings, dict) else settings.training.seed_offset
-    return int(offset) + int(config.get(TRIAL_INDEX_KEY, 0))
+from trainables.trial import TrialSpec
 
 
 def _next_boundary(step: int, every: int, last: int) -> int:
@@ -37,11 +28,11 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     """One trial. `stored`: the dataset file's content, put once into Ray's object store by the
     driver (`sweeper.datasets`); None for the procedural dataset."""
     settings = TrialSettings.model_validate(config["settings"])
-    seed = trial_seed(config)
+    trial = TrialSpec.from_config(config)
     context = ray.get_runtime_context()
     gpu_share = context.get_assigned_resources().get("GPU")
     trainer = Trainer(
-        settings, beta=config["beta"], capacity=config["capacity"], seed=seed, stored=stored, gpu_share=gpu_share
+        settings, beta=trial.beta, capacity=trial.capacity, seed=trial.seed, stored=stored, gpu_share=gpu_share
     )
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}

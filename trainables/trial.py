@@ -1,0 +1,88 @@
+"""What a trial trains, read once from the config dict Ray Tune hands it.
+
+Tune's config is an untyped dict: the searched values (`beta`, `capacity`),
+the repeat index that a grid or Optuna's Repeater sets, or, for a packed
+trial, the list of seeds it trains together, and the fixed `settings`. Every
+reader (the trainable, the tracking callback, progress lines, `sweeper
+status`) goes through `TrialSpec.from_config`, so the keys and the seed rule
+live here only, and every model is named by `ModelSpec.label`.
+
+This module imports neither Ray nor torch: the analysis commands read trial
+configs from Tune's plain JSON files without starting Ray.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Ray Tune's `ray.tune.search.repeater.TRIAL_INDEX` (a test pins the two together): importing it
+# from Ray would load Ray Tune in commands that never run a trial.
+TRIAL_INDEX = "__trial_index__"
+PACK_SEEDS = "pack_seeds"  # the seeds a packed trial trains as one stacked model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: its searched values and its seed."""
+
+    beta: float
+    capacity: float
+    seed: int
+
+    def label(self) -> str:
+        """The one name of a model, in run names, progress lines and reports."""
+        return f"beta={self.beta:.4g} C={self.capacity:.4g} seed={self.seed}"
+
+    def file_stem(self) -> str:
+        """The label as a file or folder name."""
+        return safe_name(self.label().replace(" ", "_"))
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A Tune trial: one model, or the seeds of one configuration trained as one stacked model."""
+
+    beta: float
+    capacity: float
+    seeds: tuple[int, ...]
+    packed: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrialSpec:
+        beta, capacity = float(config["beta"]), float(config["capacity"])
+        if PACK_SEEDS in config:
+            return cls(beta, capacity, tuple(int(s) for s in config[PACK_SEEDS]), packed=True)
+        settings = config["settings"]
+        offset = settings["training"]["seed_offset"] if isinstance(settings, Mapping) else settings.training.seed_offset
+        return cls(beta, capacity, (int(offset) + int(config.get(TRIAL_INDEX, 0)),))
+
+    @property
+    def seed(self) -> int:
+        """The seed of a single-model trial."""
+        if self.packed:
+            raise ValueError(f"{self.label()} is a pack of {len(self.seeds)} seeds, not one model")
+        return self.seeds[0]
+
+    def models(self) -> list[ModelSpec]:
+        return [ModelSpec(self.beta, self.capacity, seed) for seed in self.seeds]
+
+    def label(self) -> str:
+        if not self.packed:
+            return self.models()[0].label()
+        return f"beta={self.beta:.4g} C={self.capacity:.4g} seeds={_seed_span(self.seeds)}"
+
+
+def _seed_span(seeds: tuple[int, ...]) -> str:
+    contiguous = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 1 else ",".join(map(str, seeds))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9=._-]+")
+
+
+def safe_name(text: str) -> str:
+    """`text` as one file name: anything but letters, digits and `=._-` becomes `_`."""
+    return _UNSAFE.sub("_", text).strip("._") or "_"
