@@ -22,6 +22,25 @@ from typing import Any
 # from Ray would load Ray Tune in commands that never run a trial.
 TRIAL_INDEX = "__trial_index__"
 PACK_SEEDS = "pack_seeds"  # the seeds a packed trial trains as one stacked model
+# A packed trial reports each model's values under `model/<seed>/<key>` (and their seed means under
+# the plain keys, for the searcher and the scheduler); each model's checkpoint is a folder of its own.
+_MODEL_KEY = re.compile(r"^model/(?P<seed>\d+)/(?P<key>.+)$")
+
+
+def model_key(seed: int, key: str) -> str:
+    """The result key of one model's value in a packed trial's report."""
+    return f"model/{seed}/{key}"
+
+
+def split_model_key(key: str) -> tuple[int, str] | None:
+    """(seed, key) of a `model_key`, or None for a key of the whole trial."""
+    match = _MODEL_KEY.match(key)
+    return (int(match["seed"]), match["key"]) if match else None
+
+
+def model_folder(seed: int) -> str:
+    """The sub-folder of a packed trial's checkpoint that holds one model's checkpoint."""
+    return f"seed={seed}"
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,11 @@ def test_file_stem_and_safe_name_keep_one_path_component():
     assert ModelSpec(4.0, 2.5, 1).file_stem() == "beta=4_C=2.5_seed=1"
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert "/" not in safe_name("a/b\\c") and safe_name("..") == "_"
+
+
+def test_model_keys_round_trip_and_leave_pack_keys_alone():
+    from trainables.trial import model_key, split_model_key
+
+    assert split_model_key(model_key(7, "disent/mig")) == (7, "disent/mig")
+    assert split_model_key(model_key(0, "kl/3")) == (0, "kl/3")
+    assert split_model_key("disent/mig") is None and split_model_key("model/x/loss") is None
