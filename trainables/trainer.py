@@ -8,8 +8,6 @@ never waits on the host.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from trainables.checkpoint import load_state, load_weights, save_checkpoint
 from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
 from trainables.model import BetaVAE, compiled_view
 from trainables.objective import beta_vae_loss, capacity_at
+from trainables.runtime import configure_process, resolve_device
 from trainables.settings import DataSettings, TrialSettings
 
 ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
@@ -30,49 +29,17 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot continue."""
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper limit on 64-bit
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from handing the step's large buffers back to the kernel after every step.
-
-    By default blocks of a few MB are mmap-ed and unmapped on each allocation,
-    so every step faults the activations' pages in again (measured here: a
-    quarter of the step). Serving them from the heap and never trimming it
-    keeps those pages; the process's memory stays at its step's peak, which a
-    training process reaches anyway. Not glibc (musl, macOS): nothing to do.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):
-        return
-
-
-def cap_gpu_memory(device: torch.device, share: float | None) -> None:
-    """Hold a trial to its share of the GPU's memory.
-
-    Ray's GPU fractions are bookkeeping only: four trials of `gpu: 0.25` share
-    one card with nothing to stop one of them from taking all its memory, so
-    that the others fail with out-of-memory errors. PyTorch's caching
-    allocator can enforce the share within the process instead.
-    """
-    if device.type == "cuda" and share is not None and 0 < share < 1:
-        torch.cuda.set_per_process_memory_fraction(share, device)
-
-
-def resolve_device(requested: str) -> torch.device:
-    """`auto` means the GPU Ray assigned to this trial if any, else the CPU."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("training.device is 'cuda' but no CUDA device is visible to this trial")
-        # With an index: memory caps and statistics refuse a bare "cuda". Ray makes the trial's
-        # GPU the only visible one, so the current device is the assigned one.
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def model_report(means: list[float], kl_per_latent: list[float], capacity: float) -> dict[str, float]:
+    """One model's report from its means over a window: `means` are loss, recon and kl."""
+    report = {
+        "loss": means[0],
+        "recon": means[1],
+        "kl": means[2],
+        "capacity": capacity,
+        "active_latents": float(sum(v > ACTIVE_KL_THRESHOLD for v in kl_per_latent)),
+    }
+    report.update({f"kl/{i}": v for i, v in enumerate(kl_per_latent)})
+    return report
 
 
 _DATASETS: dict[tuple[DataSettings, str], GroundTruthData] = {}
@@ -109,16 +76,7 @@ class Trainer:
         self.seed = int(seed)
         training = settings.training
         self.device = resolve_device(training.device)
-        if self.device.type == "cpu":
-            # Denormals appear in the conv backward pass as training goes on and slow it by half.
-            torch.set_flush_denormal(True)
-            keep_freed_memory()
-        else:
-            # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
-            torch.backends.cudnn.benchmark = True
-            cap_gpu_memory(self.device, gpu_share)
-        if training.threads:
-            torch.set_num_threads(training.threads)
+        configure_process(self.device, training.threads, gpu_share)
 
         torch.manual_seed(self.seed)
         self.dataset = shared_dataset(settings.data, str(self.device), stored)
@@ -188,15 +146,8 @@ class Trainer:
                 f"non-finite loss at step {self.step} (beta={self.beta}, C_max={self.capacity_max}, "
                 f"seed={self.seed}): loss={sums[0]}, recon={sums[1]}, kl={sums[2]}"
             )
-        report = {
-            "loss": sums[0],
-            "recon": sums[1],
-            "kl": sums[2],
-            "capacity": self.capacity(),
-            "active_latents": float(sum(v > ACTIVE_KL_THRESHOLD for v in per_latent)),
-            "images_per_sec": images / elapsed if elapsed > 0 else 0.0,
-        }
-        report.update({f"kl/{i}": v for i, v in enumerate(per_latent)})
+        report = model_report(sums, per_latent, self.capacity())
+        report["images_per_sec"] = images / elapsed if elapsed > 0 else 0.0
         self._reset_window()
         return report
 
