@@ -96,15 +96,15 @@ class ModelSettings(Strict):
 
 
 class ObjectiveSettings(Strict):
-    capacity_steps: int = Field(100_000, ge=0, description="steps over which C(t) rises linearly to C_max")
+    capacity_steps: int = Field(100_000, ge=0, le=10**9, description="steps over which C(t) rises linearly to C_max")
 
 
 class TrainingSettings(Strict):
-    steps: int = Field(300_000, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    report_every: int = Field(100, ge=1, description="steps between reports to Tune and MLflow")
-    checkpoint_every: int = Field(10_000, ge=1)
+    steps: int = Field(300_000, ge=1, le=10**9)
+    batch_size: int = Field(64, ge=1, le=65536)
+    lr: float = Field(1e-4, gt=0, allow_inf_nan=False)
+    report_every: int = Field(100, ge=1, le=10**9, description="steps between reports to Tune and MLflow")
+    checkpoint_every: int = Field(10_000, ge=1, le=10**9)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(
         False, description="bfloat16 autocast on GPU (less memory; slower for the reference model); ignored on CPU"
@@ -112,8 +112,10 @@ class TrainingSettings(Strict):
     compile: bool = Field(
         False, description="torch.compile the training step's encoder and decoder (CUDA graphs on GPU)"
     )
-    threads: int | None = Field(None, ge=1, description="torch threads; default: the trial's CPUs")
-    seed_offset: int = Field(0, ge=0, description="seed of repeat i is seed_offset + i")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: the trial's CPUs")
+    seed_offset: int = Field(
+        0, ge=0, le=2**31, description="seed of repeat i is seed_offset + i (below 2**32, as numpy needs)"
+    )
 
 
 class EvalSettings(Strict):
@@ -125,13 +127,14 @@ class EvalSettings(Strict):
 
     @model_validator(mode="after")
     def _known_override_keys(self) -> EvalSettings:
+        largest = 10**7  # a sample size past it would take the trial's memory, not improve the score
         for metric, values in self.overrides.items():
             allowed = PRESETS[self.preset][metric]
             for key, value in values.items():
                 if key not in allowed:
                     raise ValueError(f"overrides.{metric}.{key}: unknown size; known: {sorted(allowed)}")
-                if value < 1:
-                    raise ValueError(f"overrides.{metric}.{key} = {value}: must be at least 1")
+                if not 1 <= value <= largest:
+                    raise ValueError(f"overrides.{metric}.{key} = {value}: must be between 1 and {largest}")
         return self
 
     def sizes(self, metric: str) -> dict[str, int]:
