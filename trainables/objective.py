@@ -22,7 +22,9 @@ def capacity_at(step: int, capacity_max: float, capacity_steps: int) -> float:
 
 @dataclass
 class LossTerms:
-    """Batch means; `kl_per_latent` is a (D,) tensor. All stay on the device."""
+    """Batch means; `kl_per_latent` is a (D,) tensor. All stay on the device.
+
+    For a stack of S models (`stacked_beta_vae_loss`) each term has a leading S."""
 
     loss: torch.Tensor
     recon: torch.Tensor
@@ -31,8 +33,8 @@ class LossTerms:
 
 
 def kl_per_latent(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || N(0, I)) of each latent, averaged over the batch: (D,)."""
-    return 0.5 * (mu.square() + logvar.exp() - logvar - 1.0).mean(dim=0)
+    """KL(q(z|x) || N(0, I)) of each latent, averaged over the batch: (D,), or (S, D) for codes (S, B, D)."""
+    return 0.5 * (mu.square() + logvar.exp() - logvar - 1.0).mean(dim=-2)
 
 
 def beta_vae_loss(
@@ -46,7 +48,29 @@ def beta_vae_loss(
     """Bernoulli NLL summed over pixels plus beta * |KL - C|, both per image."""
     batch = target.shape[0]
     recon = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / batch
+    return _with_kl(recon, mu, logvar, beta, capacity)
+
+
+def stacked_beta_vae_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float,
+    capacity: float,
+) -> LossTerms:
+    """`beta_vae_loss` of S models at once, every term per model: (S,), and (S, D) per latent.
+
+    Images are (B, S, C, H, W), the layout the stacked convolutions work in
+    (`trainables.stacked`), codes (S, B, D). Each model's recon is one sum
+    over its whole batch, as in the single model's loss.
+    """
+    batch = target.shape[0]
+    recon = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(dim=(0, 2, 3, 4)) / batch
+    return _with_kl(recon, mu, logvar, beta, capacity)
+
+
+def _with_kl(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float, capacity: float) -> LossTerms:
     per_latent = kl_per_latent(mu.float(), logvar.float())
-    kl = per_latent.sum()
-    loss = recon + beta * (kl - capacity).abs()
-    return LossTerms(loss=loss, recon=recon, kl=kl, kl_per_latent=per_latent)
+    kl = per_latent.sum(dim=-1)
+    return LossTerms(loss=recon + beta * (kl - capacity).abs(), recon=recon, kl=kl, kl_per_latent=per_latent)

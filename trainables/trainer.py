@@ -42,6 +42,14 @@ def model_report(means: list[float], kl_per_latent: list[float], capacity: float
     return report
 
 
+def non_finite_reason(step: int, beta: float, capacity_max: float, seed: int, means: list[float]) -> str:
+    """Why a model stopped: its step, its values and its window's means of loss, recon and kl."""
+    return (
+        f"non-finite loss at step {step} (beta={beta}, C_max={capacity_max}, seed={seed}): "
+        f"loss={means[0]}, recon={means[1]}, kl={means[2]}"
+    )
+
+
 _DATASETS: dict[tuple[DataSettings, str], GroundTruthData] = {}
 
 
@@ -142,10 +150,7 @@ class Trainer:
         elapsed = time.perf_counter() - self._window_start
         images = self._window_steps * self.settings.training.batch_size
         if not all(math.isfinite(v) for v in sums + per_latent):
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.step} (beta={self.beta}, C_max={self.capacity_max}, "
-                f"seed={self.seed}): loss={sums[0]}, recon={sums[1]}, kl={sums[2]}"
-            )
+            raise NonFiniteLossError(non_finite_reason(self.step, self.beta, self.capacity_max, self.seed, sums))
         report = model_report(sums, per_latent, self.capacity())
         report["images_per_sec"] = images / elapsed if elapsed > 0 else 0.0
         self._reset_window()

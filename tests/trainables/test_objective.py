@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trainables.objective import beta_vae_loss, capacity_at, kl_per_latent
+from trainables.objective import beta_vae_loss, capacity_at, kl_per_latent, stacked_beta_vae_loss
 
 
 def test_capacity_rises_linearly_then_holds():
@@ -44,3 +44,16 @@ def test_recon_is_summed_over_pixels_and_averaged_over_the_batch():
     assert terms.recon.item() == pytest.approx(16 * math.log(2.0))
     assert terms.kl.item() == 0.0
     assert terms.kl_per_latent.shape == (2,)
+
+
+def test_the_stacked_loss_is_each_models_own_loss():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 1, 8, 8, generator=generator)  # (B, S, C, H, W)
+    target = (torch.rand(4, 3, 1, 8, 8, generator=generator) > 0.5).float()
+    mu, logvar = torch.randn(3, 4, 5, generator=generator), torch.randn(3, 4, 5, generator=generator)  # (S, B, D)
+    stacked = stacked_beta_vae_loss(logits, target, mu, logvar, beta=4.0, capacity=1.5)
+    assert stacked.loss.shape == (3,) and stacked.kl_per_latent.shape == (3, 5)
+    for i in range(3):
+        own = beta_vae_loss(logits[:, i], target[:, i], mu[i], logvar[i], beta=4.0, capacity=1.5)
+        for name in ("loss", "recon", "kl", "kl_per_latent"):
+            torch.testing.assert_close(getattr(stacked, name)[i], getattr(own, name))

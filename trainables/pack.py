@@ -1,0 +1,277 @@
+"""The seeds of one configuration trained together as one stacked model (`trainables.stacked`).
+
+Each model of a pack is the single trial with its seed: its initial weights
+are drawn as `Trainer` draws them (`torch.manual_seed(seed)`, then
+`BetaVAE`), and its batches and noise come from its own generator seeded as
+the single trial's, drawn outside the stacked forward in the single trial's
+order (factors, observations, noise). The pack's loss is the sum of the
+models' losses, so each slice's gradient is its own model's; Adam is per
+element, so one optimizer over the stack steps each slice as a model's own
+Adam would.
+
+A model whose loss goes non-finite fails alone: from the report that finds
+it, its gradients are zeroed and its Adam moments cleared, so Adam moves its
+slice by exactly nothing, and its seed-mates train on. The step never looks
+at the loss (that would wait for the device): a failure is found at the next
+report, as in a single trial.
+
+A checkpoint is one folder per model (`trainables.trial.model_folder`), each
+a complete single-model checkpoint in `Trainer.save`'s format, so that
+export, UDR and `Trainer.load` read one model without the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.checkpoint import load_state, load_weights, save_checkpoint
+from trainables.data import StoredImages, unsupported_metrics
+from trainables.evaluate import evaluate
+from trainables.model import BetaVAE
+from trainables.objective import capacity_at, stacked_beta_vae_loss
+from trainables.runtime import configure_process, resolve_device
+from trainables.settings import TrialSettings
+from trainables.stacked import StackedBetaVAE
+from trainables.trainer import NonFiniteLossError, model_report, non_finite_reason, shared_dataset
+from trainables.trial import model_folder
+
+_MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's per-element state; "step" is one count for every model
+
+
+@dataclass
+class PackReport:
+    """Means since the last report: per model that trains on, and the reasons of those that failed."""
+
+    models: dict[int, dict[str, float]]
+    failed: dict[int, str]
+    images_per_sec: float  # the whole pack
+
+
+class PackTrainer:
+    def __init__(
+        self,
+        settings: TrialSettings,
+        beta: float,
+        capacity: float,
+        seeds: tuple[int, ...] | list[int],
+        stored: StoredImages | None = None,
+        gpu_share: float | None = None,
+    ) -> None:
+        self.seeds = tuple(int(s) for s in seeds)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"a pack needs distinct seeds, at least one; got {list(self.seeds)}")
+        self.settings = settings
+        self.beta = float(beta)
+        self.capacity_max = float(capacity)
+        training = settings.training
+        self.device = resolve_device(training.device)
+        configure_process(self.device, training.threads, gpu_share)
+        self.dataset = shared_dataset(settings.data, str(self.device), stored)
+        problem = unsupported_metrics(self.dataset, settings.eval.metrics)
+        if problem:
+            raise ValueError(problem)
+        models = []
+        for seed in self.seeds:
+            torch.manual_seed(seed)  # as the single trial with this seed draws its weights
+            models.append(BetaVAE(settings.model.latent_dim, channels=self.dataset.image_shape[0]))
+        self.stacked = StackedBetaVAE(models).to(self.device)
+        # The noise is an input of the stacked forward, so the whole of it compiles as one graph;
+        # on a GPU replayed as CUDA graphs: one launch instead of a few hundred small kernels.
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._step_model = torch.compile(self.stacked, mode=mode) if training.compile else self.stacked
+        self.optimizer = torch.optim.Adam(
+            self.stacked.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8,
+            fused=self.device.type == "cuda",
+        )
+        self.generators = [torch.Generator(self.device).manual_seed(seed) for seed in self.seeds]
+        self.use_amp = training.amp and self.device.type == "cuda"
+        self._graphs = training.compile and self.device.type == "cuda"
+        self.failed: dict[int, str] = {}  # seed -> reason
+        self._frozen = torch.empty(0, dtype=torch.long, device=self.device)  # failed models' slices
+        self.step = 0
+        self._reset_window()
+
+    # -- training -------------------------------------------------------------------------
+    def _reset_window(self) -> None:
+        size, d = len(self.seeds), self.settings.model.latent_dim
+        self._sums = torch.zeros(size, 3, device=self.device)  # loss, recon, kl per model
+        self._kl_sums = torch.zeros(size, d, device=self.device)
+        self._window_steps = 0
+        self._window_start = time.perf_counter()
+
+    def capacity(self) -> float:
+        return capacity_at(self.step, self.capacity_max, self.settings.objective.capacity_steps)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's images (B, S, C, H, W) and noise (S, B, D), each model's from its generator.
+
+        Per generator the draws come in the single trial's order: factors, the
+        observations' randomness, then the noise. Observations that draw
+        nothing (`deterministic` datasets) are rendered for all models at once.
+        """
+        batch, d = self.settings.training.batch_size, self.settings.model.latent_dim
+        factors = [self.dataset.sample_factors_torch(batch, g) for g in self.generators]
+        if self.dataset.deterministic:
+            flat = torch.stack(factors, dim=1).flatten(0, 1)  # (B*S, F), model-minor
+            x = self.dataset.observations(flat).unflatten(0, (batch, len(self.seeds)))
+        else:
+            x = torch.stack([self.dataset.observations(f, g) for f, g in zip(factors, self.generators)], dim=1)
+        # bfloat16 under autocast, like the single trial's noise (drawn in its mu's dtype).
+        dtype = torch.bfloat16 if self.use_amp else torch.float32
+        eps = torch.stack([torch.randn((batch, d), generator=g, device=self.device, dtype=dtype) for g in self.generators])
+        return x, eps
+
+    def train_step(self) -> None:
+        x, eps = self.draw()
+        if self._graphs:  # a new iteration: the last step's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits, mu, logvar = self._step_model(x, eps)
+        terms = stacked_beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.sum().backward()
+        if len(self._frozen):
+            for p in self.stacked.parameters():
+                p.grad.index_fill_(0, self._frozen, 0.0)  # NaN gradients included
+        self.optimizer.step()
+        with torch.no_grad():
+            self._sums += torch.stack((terms.loss, terms.recon, terms.kl), dim=1).detach()
+            self._kl_sums += terms.kl_per_latent.detach()
+        self._window_steps += 1
+        self.step += 1
+
+    def train(self, steps: int) -> PackReport:
+        """Run `steps` steps and return the means over them, as a report."""
+        for _ in range(steps):
+            self.train_step()
+        return self.window_report()
+
+    def window_report(self) -> PackReport:
+        """Means since the last report; a model whose loss went non-finite fails here, alone.
+
+        Raises NonFiniteLossError once every model of the pack has failed.
+        """
+        n = max(self._window_steps, 1)
+        means = (self._sums / n).cpu().tolist()
+        per_latent = (self._kl_sums / n).cpu().tolist()
+        elapsed = time.perf_counter() - self._window_start
+        images = self._window_steps * self.settings.training.batch_size * len(self.seeds)
+        models: dict[int, dict[str, float]] = {}
+        newly_failed = False
+        for i, seed in enumerate(self.seeds):
+            if seed in self.failed:
+                continue
+            if all(math.isfinite(v) for v in means[i] + per_latent[i]):
+                models[seed] = model_report(means[i], per_latent[i], self.capacity())
+            else:
+                self.failed[seed] = non_finite_reason(self.step, self.beta, self.capacity_max, seed, means[i])
+                newly_failed = True
+        if newly_failed:
+            self._freeze_failed()
+        self._reset_window()
+        if len(self.failed) == len(self.seeds):
+            raise NonFiniteLossError("every model of the pack failed: " + "; ".join(self.failed.values()))
+        rate = images / elapsed if elapsed > 0 else 0.0
+        return PackReport(models, dict(self.failed), rate)
+
+    def _freeze_failed(self) -> None:
+        """Stop the failed models' slices: no gradient, and no Adam moments left to move them."""
+        index = [i for i, seed in enumerate(self.seeds) if seed in self.failed]
+        self._frozen = torch.tensor(index, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            for state in self.optimizer.state.values():
+                for key in _MOMENTS:
+                    state[key].index_fill_(0, self._frozen, 0.0)
+
+    # -- one model of the pack ------------------------------------------------------------
+    def alive(self) -> list[int]:
+        """The seeds of the models that train on."""
+        return [seed for seed in self.seeds if seed not in self.failed]
+
+    def model(self, seed: int) -> BetaVAE:
+        """The model of `seed` as a plain `BetaVAE` with its current weights (a copy)."""
+        return self.stacked.model(self.seeds.index(seed))
+
+    def eval_rng(self, seed: int) -> np.random.Generator:
+        """As `Trainer.eval_rng`: a pack's evaluation of a model is the single trial's."""
+        return np.random.default_rng([seed, self.step])
+
+    def evaluate(self, seed: int) -> dict[str, float]:
+        """The scores of the model of `seed`, as the single trial with its weights would report them."""
+        return evaluate(self.model(seed), self.dataset, self.settings.eval, self.eval_rng(seed))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """One single-model checkpoint per model, in `model_folder(seed)`."""
+        optimizer = self.optimizer.state_dict()
+        for i, seed in enumerate(self.seeds):
+            state = {
+                "step": self.step,
+                "beta": self.beta,
+                "capacity_max": self.capacity_max,
+                "seed": seed,
+                "optimizer": _model_optimizer_state(optimizer, i),
+                "rng": self.generators[i].get_state(),
+            }
+            if seed in self.failed:
+                state["failed"] = self.failed[seed]
+            save_checkpoint(Path(folder) / model_folder(seed), self.stacked.model_state(i), state)
+
+    def load(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        expected = {model_folder(seed) for seed in self.seeds}
+        present = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+        if present != expected:
+            raise ValueError(
+                f"checkpoint {folder} holds the models {sorted(present) or 'none'}, "
+                f"not this pack's {sorted(expected)}"
+            )
+        states = [load_state(folder / model_folder(seed)) for seed in self.seeds]
+        for seed, state in zip(self.seeds, states):
+            saved = (state["beta"], state["capacity_max"], state["seed"])
+            if saved != (self.beta, self.capacity_max, seed):
+                raise ValueError(
+                    f"checkpoint {folder / model_folder(seed)} belongs to beta={saved[0]}, C_max={saved[1]}, "
+                    f"seed={saved[2]}, not to this pack's beta={self.beta}, C_max={self.capacity_max}, seed={seed}"
+                )
+        steps = {int(state["step"]) for state in states}
+        if len(steps) != 1:
+            raise ValueError(f"checkpoint {folder}: its models were saved at different steps {sorted(steps)}")
+        for i, seed in enumerate(self.seeds):
+            self.stacked.load_model(i, load_weights(folder / model_folder(seed), self.device))
+            self.generators[i].set_state(states[i]["rng"])
+        self.optimizer.load_state_dict(_stacked_optimizer_state([s["optimizer"] for s in states]))
+        self.failed = {seed: state["failed"] for seed, state in zip(self.seeds, states) if "failed" in state}
+        if self.failed:
+            self._freeze_failed()
+        self.step = steps.pop()
+        self._reset_window()
+
+
+def _model_optimizer_state(stacked: dict[str, Any], i: int) -> dict[str, Any]:
+    """Model i's part of the stack's Adam state, in torch's Adam state_dict format."""
+    state = {
+        k: {key: (value if key == "step" else value[i].clone()) for key, value in entry.items()}
+        for k, entry in stacked["state"].items()
+    }
+    return {"state": state, "param_groups": stacked["param_groups"]}
+
+
+def _stacked_optimizer_state(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stack's Adam state from its models' states (inverse of `_model_optimizer_state`)."""
+    first = models[0]
+    state = {
+        k: {
+            key: (value if key == "step" else torch.stack([m["state"][k][key] for m in models]))
+            for key, value in entry.items()
+        }
+        for k, entry in first["state"].items()
+    }
+    return {"state": state, "param_groups": first["param_groups"]}
