@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from trainables.data import StoredImages, unsupported_metrics
 from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
 from trainables.objective import capacity_at, stacked_beta_vae_loss
+from trainables.pack_report import PackReport
 from trainables.runtime import configure_process, resolve_device
 from trainables.settings import TrialSettings
 from trainables.stacked import StackedBetaVAE
@@ -43,15 +43,6 @@ from trainables.trainer import NonFiniteLossError, model_report, non_finite_reas
 from trainables.trial import model_folder
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's per-element state; "step" is one count for every model
-
-
-@dataclass
-class PackReport:
-    """Means since the last report: per model that trains on, and the reasons of those that failed."""
-
-    models: dict[int, dict[str, float]]
-    failed: dict[int, str]
-    images_per_sec: float  # the whole pack
 
 
 class PackTrainer:

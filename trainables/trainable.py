@@ -1,8 +1,11 @@
-"""The Ray Tune function trainable: a Trainer driven by Tune's report and checkpoint API.
+"""The Ray Tune function trainable: a Trainer, or for a packed trial a PackTrainer, driven by Tune's
+report and checkpoint API.
 
 Tune hands every trial a config dict, read once as a `TrialSpec`
-(`trainables.trial`). Only `ray.tune` is used here: `ray.train.report` fails
-under Tune since Train V2.
+(`trainables.trial`). A packed trial trains the seeds of its configuration
+as one stacked model and reports as `trainables.pack_report` describes.
+Only `ray.tune` is used here: `ray.train.report` fails under Tune since
+Train V2.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ray import tune
 
 from trainables.data import StoredImages
 from trainables.evaluate import evaluate
+from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 from trainables.trial import TrialSpec
@@ -24,6 +28,21 @@ def _next_boundary(step: int, every: int, last: int) -> int:
     return min(last, (step // every + 1) * every)
 
 
+def _single_results(trainer: Trainer, steps: int, evaluating: bool) -> dict[str, Any]:
+    metrics: dict[str, Any] = trainer.train(steps)
+    if evaluating:
+        metrics.update(evaluate(trainer.model, trainer.dataset, trainer.settings.eval, trainer.eval_rng()))
+    return metrics
+
+
+def _pack_results(trainer: PackTrainer, steps: int, evaluating: bool) -> dict[str, Any]:
+    report = trainer.train(steps)
+    if evaluating:
+        for seed, values in report.models.items():
+            values.update(trainer.evaluate(seed))
+    return report.tune_metrics()
+
+
 def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     """One trial. `stored`: the dataset file's content, put once into Ray's object store by the
     driver (`sweeper.datasets`); None for the procedural dataset."""
@@ -31,9 +50,13 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     trial = TrialSpec.from_config(config)
     context = ray.get_runtime_context()
     gpu_share = context.get_assigned_resources().get("GPU")
-    trainer = Trainer(
-        settings, beta=trial.beta, capacity=trial.capacity, seed=trial.seed, stored=stored, gpu_share=gpu_share
-    )
+    trainer: Trainer | PackTrainer
+    if trial.packed:
+        trainer = PackTrainer(settings, trial.beta, trial.capacity, trial.seeds, stored, gpu_share)
+        results = _pack_results
+    else:
+        trainer = Trainer(settings, trial.beta, trial.capacity, trial.seed, stored, gpu_share)
+        results = _single_results
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}
     if checkpoint is not None:
@@ -51,12 +74,11 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
             _next_boundary(trainer.step, every, last)
             for every in (training.report_every, training.checkpoint_every, eval_settings.every)
         )
-        metrics: dict[str, Any] = trainer.train(stop - trainer.step)
+        evaluating = bool(eval_settings.metrics) and (stop % eval_settings.every == 0 or stop == last)
+        metrics = results(trainer, stop - trainer.step, evaluating)
         metrics["step"] = trainer.step
         metrics.update(restored)
         metrics.update(placement)
-        if eval_settings.metrics and (trainer.step % eval_settings.every == 0 or trainer.step == last):
-            metrics.update(evaluate(trainer.model, trainer.dataset, eval_settings, trainer.eval_rng()))
         if trainer.step % training.checkpoint_every == 0 or trainer.step == last:
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(folder)

@@ -1,0 +1,41 @@
+"""What a packed trial reports to Tune: each model's values under its own keys, and their seed means.
+
+The searcher and the scheduler read the plain keys (`loss`, `disent/mig`),
+so for a pack those are the means over the models that train on: Optuna and
+ASHA decide on the seed mean while the models train. Each model's values sit
+under `trainables.trial.model_key(seed, key)` for the tracking, which gives
+every model its own run; a failed model reports only its reason, under
+`model_key(seed, "error")`, in every report after it failed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from trainables.trial import model_key
+
+
+@dataclass
+class PackReport:
+    """Means since the last report: per model that trains on, and the reasons of those that failed."""
+
+    models: dict[int, dict[str, float]]
+    failed: dict[int, str]
+    images_per_sec: float  # the whole pack
+
+    def tune_metrics(self) -> dict[str, Any]:
+        """The result dict of this report, before the trial adds its step and placement."""
+        metrics: dict[str, Any] = {}
+        keys: dict[str, None] = {}  # every model's keys, in order
+        for seed, values in self.models.items():
+            metrics.update({model_key(seed, key): value for key, value in values.items()})
+            keys.update(dict.fromkeys(values))
+        for seed, reason in self.failed.items():
+            metrics[model_key(seed, "error")] = reason
+        for key in keys:
+            metrics[key] = statistics.fmean(v[key] for v in self.models.values() if key in v)
+        metrics["images_per_sec"] = self.images_per_sec
+        metrics["models_failed"] = float(len(self.failed))
+        return metrics
