@@ -5,9 +5,9 @@ seeds, each child run with the params, tags and metric keys a trial logs
 (a short training history, the final KL per latent and every disentanglement
 score), in a temporary SQLite store, written with one `log_batch` per run.
 Timed, median of 3 each:
-- reading: the paged `search_runs` into the Arrow table (`sweeper.results`);
+- reading: the paged `search_runs` into the Arrow table (`sweeper.analyse.results`);
 - selecting: the picks, the seed statistics of every metric, the eta squared
-  and rank correlations of every score (`sweeper.selection`);
+  and rank correlations of every score (`sweeper.analyse.selection`);
 - tagging: writing the picks as tags on a sweep that has none yet (each run
   untagged again, untimed, between repetitions).
 UDR and the figures are not timed: they read checkpoints, not MLflow.
@@ -25,9 +25,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.machine import matmul_gflops
-from sweeper.picking import write_tags
-from sweeper.results import SweepRef, metric_names, read_results
-from sweeper.selection import (
+from sweeper.analyse.results import SweepRef, metric_names, read_results
+from sweeper.analyse.selection import (
     Picks,
     finished,
     rank_correlations,
@@ -36,6 +35,7 @@ from sweeper.selection import (
     select,
     variance_shares,
 )
+from sweeper.analyse.tagging import write_tags
 from trainables.settings import METRIC_OUTPUTS
 
 SWEEP_ID = "bench-20260101-000000-0000"

@@ -26,7 +26,7 @@ def _fail(error: SweeperError) -> None:
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config file without starting anything."""
     from sweeper.config import load_config
-    from sweeper.space import describe_plan, trial_count
+    from sweeper.run.space import describe_plan, trial_count
 
     try:
         cfg = load_config(config, set_ or [])
@@ -48,7 +48,7 @@ def launch(
 ) -> None:
     """Start a sweep: Ray Tune trials of beta-VAE training, tracked in MLflow."""
     from sweeper.config import load_config
-    from sweeper.console import print_plan
+    from sweeper.run.summary import print_plan
 
     try:
         cfg = load_config(config, set_ or [])
@@ -57,7 +57,7 @@ def launch(
     print_plan(cfg, address)
     if dry_run:
         return
-    from sweeper.launch import launch as run_sweep
+    from sweeper.run.launch import launch as run_sweep
 
     try:
         outcome = run_sweep(cfg, address=address, echo=typer.echo)
@@ -68,7 +68,7 @@ def launch(
 
 def _exit_after(outcome) -> None:  # noqa: ANN001 - a SweepOutcome, imported lazily
     """1 when a trial failed; 3 when MLflow did not take every write (they are kept in the sweep folder)."""
-    from sweeper.console import print_summary
+    from sweeper.run.summary import print_summary
 
     failed = print_summary(outcome)
     if outcome.unwritten:
@@ -89,8 +89,8 @@ def resume(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join; env RAY_ADDRESS")] = None,
 ) -> None:
     """Continue a sweep whose driver stopped: finished trials are kept, the rest resume from checkpoints."""
-    from sweeper.launch import resume as resume_sweep
-    from sweeper.state import find_sweep
+    from sweeper.record import find_sweep
+    from sweeper.run.launch import resume as resume_sweep
 
     try:
         folder = find_sweep(sweep, storage)
@@ -106,7 +106,7 @@ def status(
     storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path("./sweeps"),
 ) -> None:
     """Show a running or finished sweep's trials from its stored state."""
-    from sweeper.console import print_status
+    from sweeper.analyse.status import print_status
 
     try:
         print_status(sweep, storage)
@@ -135,9 +135,9 @@ def select(
     udr: UdrOpt = True,
 ) -> None:
     """Pick the models of a sweep (beta trade-off, seed sensitivity, UDR) and tag them in MLflow."""
-    from sweeper.picking import print_selection, select_and_tag
-    from sweeper.results import locate_sweep
-    from sweeper.tracking import connect
+    from sweeper.analyse.results import locate_sweep
+    from sweeper.analyse.tagging import print_selection, select_and_tag
+    from sweeper.tracking.client import connect
 
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)
@@ -157,10 +157,10 @@ def report(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Select, then write an HTML report with figures and the Parquet table, logged to the sweep's parent run."""
-    from sweeper.picking import print_selection, select_and_tag
-    from sweeper.report import report_folder, write_report
-    from sweeper.results import locate_sweep
-    from sweeper.tracking import connect
+    from sweeper.analyse.report import report_folder, write_report
+    from sweeper.analyse.results import locate_sweep
+    from sweeper.analyse.tagging import print_selection, select_and_tag
+    from sweeper.tracking.client import connect
 
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)
@@ -196,9 +196,9 @@ def export(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Export the best checkpoints: safetensors weights, config, metrics, model card and a sha256 manifest."""
-    from sweeper.export import Choice, export_sweep, print_export
-    from sweeper.results import locate_sweep
-    from sweeper.tracking import connect
+    from sweeper.analyse.results import locate_sweep
+    from sweeper.export.package import Choice, export_sweep, print_export
+    from sweeper.tracking.client import connect
 
     choice = Choice(by, mode == "max", median_seed, picks, tuple(run or ()))
     try:

@@ -91,12 +91,13 @@ class TrialSpec:
     def label(self) -> str:
         if not self.packed:
             return self.models()[0].label()
-        return f"beta={self.beta:.4g} C={self.capacity:.4g} seeds={_seed_span(self.seeds)}"
+        return f"beta={self.beta:.4g} C={self.capacity:.4g} seeds={self.seed_span()}"
 
-
-def _seed_span(seeds: tuple[int, ...]) -> str:
-    contiguous = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
-    return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 1 else ",".join(map(str, seeds))
+    def seed_span(self) -> str:
+        """`3`, `0-4` for a contiguous pack, else the seeds listed."""
+        seeds = self.seeds
+        contiguous = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+        return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 1 else ",".join(map(str, seeds))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9=._-]+")

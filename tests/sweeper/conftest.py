@@ -16,12 +16,14 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 import torch
+import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweeper.launch import SweepRecord
+from sweeper.record import RESOLVED_CONFIG, SweepRecord
 from trainables.checkpoint import save_checkpoint
 from trainables.model import BetaVAE
+from trainables.settings import TrialSettings
 
 SWEEP_ID = "fake-20260101-000000-abcd"
 LATENTS = 4
@@ -75,9 +77,14 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
             params=[Param(k, str(v)) for k, v in params.items()],
         )
         client.set_terminated(run.info.run_id, trial.get("status", "FINISHED"))
+    # The resolved config as launch logs it: the trial settings, the search, the name.
+    settings = TrialSettings.model_validate({"model": {"latent_dim": LATENTS}}).model_dump(mode="json")
+    resolved = yaml.safe_dump({"name": "fake", **settings, "search": {"kind": "grid", "beta": [1.0, 8.0]}})
+    client.log_text(parent_id, resolved, RESOLVED_CONFIG)
     client.set_terminated(parent_id, "FINISHED")
     sweep_dir = folder / "sweeps" / sweep_id
     sweep_dir.mkdir(parents=True)
+    (sweep_dir / RESOLVED_CONFIG).write_text(resolved)
     record = SweepRecord(sweep_id, "fake", uri, experiment, parent_id, str(folder / "sweeps"), time.time())
     record.write(sweep_dir)
     return record

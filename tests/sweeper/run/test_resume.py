@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.sweep
 
 STEPS, REPORT, CHECKPOINT = 360, 20, 40  # a trial must outlast the 12 s wait below on a fast machine

@@ -15,10 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from sweeper.models import OBSERVATION_SEED, OBSERVATIONS, MissingCheckpoint, encode, load_model, observation_set
-from sweeper.selection import UDR, configurations, finished
+from sweeper.analyse.checkpoints import (
+    OBSERVATION_SEED,
+    OBSERVATIONS,
+    MissingCheckpoint,
+    encode,
+    load_model,
+    observation_set,
+)
+from sweeper.analyse.results import row_label
+from sweeper.analyse.selection import UDR, configurations, finished
 from trainables.metrics.udr import udr_scores
-from trainables.trainer import ACTIVE_KL_THRESHOLD as KL_THRESHOLD  # the trials count active latents by it
+from trainables.trainer import (
+    ACTIVE_KL_THRESHOLD as KL_THRESHOLD,  # the trials count active latents by it
+)
 
 
 @dataclass
@@ -36,7 +46,7 @@ def sweep_udr(
     encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     problems = []
     for row in table.select(["run_id", "beta", "capacity", "seed", "checkpoint"]).to_pylist():
-        trial = f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']})"
+        trial = row_label(row)
         try:
             model = load_model(row["checkpoint"])
         except MissingCheckpoint as exc:

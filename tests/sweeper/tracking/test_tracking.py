@@ -25,10 +25,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper.tracking import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, TUNE_KEYS, SweepTracking, finish_tracking
-from sweeper.tracking_buffer import PENDING_FILE, REJECTED_FILE, TrackingBuffer
+from sweeper.tags import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
+from sweeper.tracking.buffer import PENDING_FILE, REJECTED_FILE, TrackingBuffer
+from sweeper.tracking.callback import TUNE_KEYS
+from sweeper.tracking.client import SweepTracking, finish_tracking
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 # Two trials of a short training without evaluations: the tracking is what is under test.
 TINY = [

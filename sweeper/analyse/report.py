@@ -1,6 +1,6 @@
 """`sweeper report`: the whole sweep on one page, next to its figures and its results table.
 
-After a selection (sweeper.picking), the report writes the Parquet table,
+After a selection (sweeper.analyse.tagging), the report writes the Parquet table,
 the figures and one self-contained HTML page into a folder and logs that
 folder to the sweep's parent run under `report/`. Whatever cannot be made (a
 failed trial, a missing checkpoint) is listed at the top of the page instead
@@ -19,14 +19,15 @@ import numpy as np
 import pyarrow as pa
 from mlflow.tracking import MlflowClient
 
-from sweeper import plots, selection
+from sweeper.analyse import plots, selection
+from sweeper.analyse.report_html import Section, render
+from sweeper.analyse.results import SweepRef, metric_names, write_parquet
+from sweeper.analyse.selection import Pick, Picks
+from sweeper.analyse.tagging import Selection
 from sweeper.errors import EnvironmentProblem
-from sweeper.picking import Selection
-from sweeper.report_html import Section, render
-from sweeper.results import PICK_ROLE_TAG, SweepRef, metric_names, write_parquet
-from sweeper.selection import Pick, Picks
+from sweeper.tags import PICK_ROLE_TAG, REPORT_ARTIFACTS
+from trainables.trial import ModelSpec
 
-REPORT_ARTIFACTS = "report"
 RECONSTRUCTED = 8  # observations shown with their reconstructions
 SWEEP_TERMS = ("recon", "kl")  # in the rate-distortion figure; the score panels show the rest
 KL_LATENT = re.compile(r"kl/\d+")
@@ -80,7 +81,7 @@ def _kl_names(table: pa.Table) -> list[str]:
 
 
 def model_title(pick: Pick, roles: str) -> str:
-    return f"β={pick.beta:g} C={pick.capacity:g} seed={pick.seed} ({roles})"
+    return f"{ModelSpec(pick.beta, pick.capacity, pick.seed).label()} ({roles})"
 
 
 def _kl_heatmap(done: pa.Table, picks: Picks, path: Path) -> Path:
@@ -99,7 +100,12 @@ def _model_figures(
 ) -> list[Path]:
     """Traversals and reconstructions of every picked model, decoded from its checkpoint; latents in
     the order of the KL the trial reported. A missing checkpoint is added to `problems`."""
-    from sweeper.models import MissingCheckpoint, encode, load_model, observation_set
+    from sweeper.analyse.checkpoints import (
+        MissingCheckpoint,
+        encode,
+        load_model,
+        observation_set,
+    )
 
     images = observation_set(RECONSTRUCTED)
     rows = {row["run_id"]: row for row in done.to_pylist()}
@@ -113,11 +119,10 @@ def _model_figures(
             problems.append(f"figures of {title} (run {run}): {exc}")
             continue
         echo(f"figures: {title}")
-        codes, _ = encode(model, images)
-        kl = np.array([rows[run].get(f"kl/{d}") for d in range(model.latent_dim)], dtype=np.float64)
-        stem = re.sub(r"[^A-Za-z0-9=._-]+", "_", f"model_beta={pick.beta:g}_C={pick.capacity:g}_seed={pick.seed}")
-        stem += f"_{run[:6]}"  # two optuna configurations may print alike
-        figures.append(plots.traversal(model, codes[0], kl, title, out / f"{stem}_traversal.png"))
+        codes, kl = encode(model, images)
+        # The run id too: two Optuna configurations may print alike.
+        stem = f"model_{ModelSpec(pick.beta, pick.capacity, pick.seed).file_stem()}_{run[:6]}"
+        figures.append(plots.model_traversal(model, codes[0], kl, rows[run], title, out / f"{stem}_traversal.png"))
         figures.append(
             plots.reconstructions(model, images[:, 0].numpy(), codes, title, out / f"{stem}_reconstruction.png")
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.sweep
 QUICK_TRIALS = ["--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min"]
 

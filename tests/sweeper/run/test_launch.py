@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper.launch import SWEEP_RECORD
+from sweeper.record import SWEEP_RECORD
 from trainables.settings import METRIC_NAMES, metric_outputs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.sweep
 

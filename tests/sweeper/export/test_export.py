@@ -9,9 +9,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from sweeper.analyse.checkpoints import encode, load_model, observation_set
 from sweeper.cli import app
-from sweeper.export import load_model_uri
-from sweeper.models import encode, load_model, observation_set
+from sweeper.export.registry import load_model_uri
 from trainables import exported
 from trainables.exported import load_exported
 from trainables.settings import TrialSettings
@@ -98,7 +98,7 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
     assert stats["n"] == 3 and stats["median"] == pytest.approx(0.5) and stats["max"] == pytest.approx(0.7)
     assert metrics["configuration"]["rank_among_seeds"] == {"score": "disent/mig", "mode": "max", "rank": 1, "of": 3}
     card = (model_dir / exported.CARD_FILE).read_text()
-    assert "beta=8, C_max=0, seed=0" in card and "](traversal.png)" in card and "| disent/mig | 0.7 | 0.5 |" in card
+    assert "# beta-VAE: beta=8 C=0 seed=0" in card and "](traversal.png)" in card and "| disent/mig | 0.7 | 0.5 |" in card
     manifest = json.loads((model_dir / exported.MANIFEST_FILE).read_text())["files"]
     files = (exported.WEIGHTS_FILE, exported.CONFIG_FILE, exported.METRICS_FILE, exported.CARD_FILE)
     assert sorted(manifest) == sorted([*files, exported.TRAVERSAL_FILE])
@@ -207,7 +207,7 @@ def test_a_truncated_checkpoint_is_named(trained, tmp_path):
     import shutil
 
     from sweeper.errors import EnvironmentProblem
-    from sweeper.export import read_checkpoint
+    from sweeper.export.package import read_checkpoint
 
     copy = tmp_path / "checkpoint"
     shutil.copytree(trained[1], copy)

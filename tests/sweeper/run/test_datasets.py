@@ -10,12 +10,12 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from sweeper.config import validate_config
-from sweeper.datasets import with_dataset
 from sweeper.errors import ConfigError
+from sweeper.run.datasets import with_dataset
 from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
 from trainables.settings import METRIC_NAMES, DataSettings, metric_outputs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SIZES = (1, 3, 2, 4, 8, 8)  # a small grid in the original format: 1,536 images
 
 # One short trial, every metric at small sizes.

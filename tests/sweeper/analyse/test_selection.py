@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 import scipy.stats
 
-from sweeper import selection
-from sweeper.results import TRIAL_SCHEMA
-from sweeper.selection import (
+from sweeper.analyse import selection
+from sweeper.analyse.results import TRIAL_SCHEMA
+from sweeper.analyse.selection import (
     BEST_SEED,
     BETA_TRADEOFF,
     MEDIAN_SEED,
@@ -23,7 +23,7 @@ from sweeper.selection import (
 
 
 def results(rows: list[dict]) -> pa.Table:
-    """A results table as sweeper.results reads it: trial columns, then float64 metrics (null if absent)."""
+    """A results table as sweeper.analyse.results reads it: trial columns, then float64 metrics (null if absent)."""
     full = []
     for i, row in enumerate(rows):
         base = {name: None for name in TRIAL_SCHEMA.names}

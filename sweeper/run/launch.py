@@ -9,60 +9,36 @@ the sweep folder created.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from sweeper import space
-from sweeper.cluster import check_object_store, check_ray_address, check_shared_storage, start_ray
 from sweeper.config import SweepConfig, dump_config
-from sweeper.datasets import with_dataset
-from sweeper.progress import ProgressCallback
-from sweeper.tracking import MLflowTrialCallback, SweepTracking, connect, finish_tracking
+from sweeper.record import RESOLVED_CONFIG, SweepRecord, write_atomically
+from sweeper.run import space
+from sweeper.run.cluster import (
+    check_object_store,
+    check_ray_address,
+    check_shared_storage,
+    start_ray,
+)
+from sweeper.run.datasets import with_dataset
+from sweeper.run.progress import ProgressCallback
+from sweeper.tracking.callback import MLflowTrialCallback
+from sweeper.tracking.client import SweepTracking, connect, finish_tracking
 from trainables.trainable import train
 from trainables.trial import TrialSpec
 
-SWEEP_RECORD = "sweep.json"
 # How long the end of a sweep waits for a tracking server that is away before it leaves its writes on disk.
 TRACKING_WAIT_ENV = "SWEEPER_TRACKING_WAIT_S"
 TRACKING_WAIT_S = 120.0
-RESOLVED_CONFIG = "config.yaml"
-
-
-@dataclass(frozen=True)
-class SweepRecord:
-    """What a later command needs to find the sweep again; stored as sweep.json."""
-
-    sweep_id: str
-    name: str
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    storage: str
-    created: float
-    checkpoints: str | None = None  # the object-store URI holding Tune's side of the sweep, if not the folder
-
-    def write(self, folder: Path) -> None:
-        write_atomically(folder / SWEEP_RECORD, json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def read(cls, folder: Path) -> SweepRecord:
-        return cls(**json.loads((folder / SWEEP_RECORD).read_text()))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A reader (or a resume after a crash) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def new_sweep_id(name: str) -> str:
@@ -79,14 +55,6 @@ def absolute_tracking_uri(uri: str) -> str:
 
 def storage_root(config: SweepConfig) -> Path:
     return Path(config.storage).expanduser().resolve()
-
-
-def experiment_path(record: SweepRecord) -> str:
-    """Where Ray Tune keeps the sweep's checkpoints and experiment state: the sweep folder itself,
-    or its namesake under the object-store URI in `checkpoints`."""
-    if record.checkpoints:
-        return f"{record.checkpoints}/{record.sweep_id}"
-    return str(Path(record.storage) / record.sweep_id)
 
 
 def check_checkpoint_storage(storage: Path, checkpoints: str | None) -> None:
@@ -135,7 +103,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
         callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress]
-        tuner = _new_tuner(config, trainable, sweep_dir, experiment_path(record), callbacks)
+        tuner = _new_tuner(config, trainable, sweep_dir, record.experiment_path, callbacks)
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
@@ -164,7 +132,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     try:
         check_checkpoint_storage(Path(record.storage), record.checkpoints)
         tuner = tune.Tuner.restore(
-            experiment_path(record), trainable=_trainable(config), resume_unfinished=True, resume_errored=False
+            record.experiment_path, trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )
         tracking.reopen()
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeper.space import SeedRepeater
+from sweeper.run.space import SeedRepeater
 
 SEEDS = 3
 

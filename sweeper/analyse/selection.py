@@ -1,6 +1,6 @@
 """Picks and statistics over a sweep's results table: the beta trade-off and the seed sensitivity.
 
-Pure functions: an Arrow table (as `sweeper.results` reads it) or numpy arrays
+Pure functions: an Arrow table (as `sweeper.analyse.results` reads it) or numpy arrays
 in, numbers, tables and picks out; no MLflow, no files. A configuration is one
 combination of the searched values (beta, C_max); its trials differ only in
 the seed.
@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.stats
 
+from sweeper.analyse.results import metric_names
 from sweeper.errors import ConfigError
-from sweeper.results import PICK_ROLE_TAG, SELECTED_TAG, metric_names
+from sweeper.tags import PICK_ROLE_TAG, SELECTED_TAG
 
 CONFIG_COLUMNS = ("beta", "capacity")
 FINISHED = "FINISHED"
 RECON = "recon"
-UDR = "udr"  # the column sweeper.udr adds: each trial's UDR among its configuration's seeds
+UDR = "udr"  # the column sweeper.analyse.udr adds: each trial's UDR among its configuration's seeds
 SCORE_PREFIX = "disent/"
 
 # Pick kinds and the roles a run plays in them, as tagged on the runs.
@@ -321,8 +322,8 @@ def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
             pick(SEED_SENSITIVITY, WORST_SEED, rows[worst_index(score[rows], seeds[rows], maximize)], score),
         ]
         candidates.append(median)
-        recon_medians.append(_nan_median(recon[rows]))
-        score_medians.append(_nan_median(score[rows]))
+        recon_medians.append(nan_median(recon[rows]))
+        score_medians.append(nan_median(score[rows]))
     front = pareto_front(np.array(recon_medians), np.array(score_medians), maximize)
     pareto = [pick(BETA_TRADEOFF, PARETO, candidates[i], score) for i in np.flatnonzero(front)]
     return Picks(by, maximize, tuple(tradeoff + pareto + sensitivity + ranking))
@@ -345,8 +346,8 @@ def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
                 "beta": key[0],
                 "capacity": key[1],
                 "seeds": int(members.sum()),
-                "recon_median": _nan_median(recon[members]),
-                "score_median": _nan_median(score[members]),
+                "recon_median": nan_median(recon[members]),
+                "score_median": nan_median(score[members]),
                 "median_seed": median.seed if median else None,
                 "median_run_id": median.run_id if median else None,
                 "pareto": median is not None and median.run_id in front,
@@ -360,7 +361,7 @@ def _optional(table: pa.Table, name: str) -> np.ndarray:
     return column(table, name) if name in table.column_names else np.full(table.num_rows, np.nan)
 
 
-def _nan_median(values: np.ndarray) -> float:
+def nan_median(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.median(finite)) if finite.size else float("nan")
 

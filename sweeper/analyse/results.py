@@ -24,19 +24,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweeper.errors import EnvironmentProblem
+from sweeper.record import SweepRecord, find_sweep
+from sweeper.tags import (
+    BETA_PARAM,
+    CAPACITY_PARAM,
+    CHECKPOINT_TAG,
+    ERROR_TAG,
+    LATENT_DIM_PARAM,
+    PICK_ROLE_TAG,
+    ROLE_SWEEP,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    SEED_PARAM,
+    SELECTED_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+)
+from trainables.trial import ModelSpec
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-# Tag and param names as sweeper.tracking writes them (not imported: that module starts Ray's imports).
-SWEEP_TAG = "sweep_id"
-ROLE_TAG = "sweeper.role"
-TRIAL_TAG = "ray_trial_id"
-CHECKPOINT_TAG = "checkpoint"
-ERROR_TAG = "error"
-SELECTED_TAG = "selected"  # the pick kinds a run was chosen for, written by sweeper.report
-PICK_ROLE_TAG = "role"  # its roles in them
 PAGE_SIZE = 1000  # MLflow's largest page
 SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config name, date and a hex suffix
 
@@ -73,12 +82,10 @@ class SweepRef:
 def locate_sweep(sweep: str, storage: Path, tracking_uri: str | None = None) -> SweepRef:
     """The sweep from its folder's sweep.json, or, given a tracking URI, from its parent run's tag."""
     if tracking_uri is None:
-        from sweeper.state import find_sweep, read_record
-
         folder = find_sweep(sweep, storage)
-        record = read_record(folder)
+        record = SweepRecord.read(folder)
         return SweepRef(record.sweep_id, record.tracking_uri, record.experiment_id, record.parent_run_id, folder)
-    from sweeper.tracking import connect
+    from sweeper.tracking.client import connect
 
     client = connect(tracking_uri)
     parent = _find_parent_run(client, sweep)
@@ -92,7 +99,7 @@ def _find_parent_run(client: MlflowClient, sweep_id: str) -> Run:
     if not SWEEP_ID.match(sweep_id):  # also keeps the filter string well-formed
         raise EnvironmentProblem(f"no sweep {sweep_id!r}: sweep ids are made of letters, digits, '_', '.' and '-'")
     experiment_ids = [e.experiment_id for e in _all_pages(lambda token: client.search_experiments(page_token=token))]
-    query = f"tags.{SWEEP_TAG} = '{sweep_id}' and tags.`{ROLE_TAG}` = 'sweep'"
+    query = f"tags.{SWEEP_TAG} = '{sweep_id}' and tags.`{ROLE_TAG}` = '{ROLE_SWEEP}'"
     found = client.search_runs(experiment_ids, filter_string=query, max_results=1) if experiment_ids else []
     if not found:
         raise EnvironmentProblem(f"no sweep {sweep_id!r} in the tracking store {client.tracking_uri}")
@@ -112,7 +119,7 @@ def _all_pages(fetch) -> Iterable:
 
 def trial_runs(client: MlflowClient, ref: SweepRef) -> list[Run]:
     """Every trial run of the sweep, page by page, with its final metrics, params and tags."""
-    query = f"tags.{SWEEP_TAG} = '{ref.sweep_id}' and tags.`{ROLE_TAG}` = 'trial'"
+    query = f"tags.{SWEEP_TAG} = '{ref.sweep_id}' and tags.`{ROLE_TAG}` = '{ROLE_TRIAL}'"
     return list(
         _all_pages(
             lambda token: client.search_runs(
@@ -150,10 +157,10 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
         rows["run_name"].append(run.info.run_name)
         rows["trial_id"].append(tags.get(TRIAL_TAG))
         rows["status"].append(run.info.status)
-        rows["beta"].append(_float(params.get("beta")))
-        rows["capacity"].append(_float(params.get("capacity")))
-        rows["seed"].append(_int(params.get("seed")))
-        rows["latent_dim"].append(_int(params.get("model.latent_dim")))
+        rows["beta"].append(_float(params.get(BETA_PARAM)))
+        rows["capacity"].append(_float(params.get(CAPACITY_PARAM)))
+        rows["seed"].append(_int(params.get(SEED_PARAM)))
+        rows["latent_dim"].append(_int(params.get(LATENT_DIM_PARAM)))
         rows["checkpoint"].append(tags.get(CHECKPOINT_TAG))
         rows["error"].append(tags.get(ERROR_TAG))
         rows["selected"].append(tags.get(SELECTED_TAG))
@@ -169,6 +176,16 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
 
 def read_results(client: MlflowClient, ref: SweepRef) -> pa.Table:
     return runs_table(trial_runs(client, ref))
+
+
+def row_model(row: dict) -> ModelSpec:
+    """The model a results row describes."""
+    return ModelSpec(row["beta"], row["capacity"], row["seed"])
+
+
+def row_label(row: dict) -> str:
+    """A results row as messages name it: the model's label and its run."""
+    return f"{row_model(row).label()} (run {row['run_id']})"
 
 
 def metric_names(table: pa.Table) -> list[str]:

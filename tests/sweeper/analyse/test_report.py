@@ -11,12 +11,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from sweeper.analyse.report_html import Section, render
+from sweeper.analyse.udr import udr_within_configurations
 from sweeper.cli import app
-from sweeper.report_html import Section, render
-from sweeper.udr import udr_within_configurations
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIGURES = ("rate_distortion.png", "scores_vs_beta.png", "score_correlations.png", "kl_per_latent.png")
 
 

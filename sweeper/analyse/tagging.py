@@ -1,7 +1,7 @@
 """`sweeper select`: the picks of a sweep, written back to MLflow as tags and shown in the terminal.
 
 The selection reads the sweep's trials from MLflow, adds each trial's UDR
-from its checkpoint, picks models (sweeper.selection) and tags the picked
+from its checkpoint, picks models (sweeper.analyse.selection) and tags the picked
 runs, removing the tags of an earlier selection from runs no longer picked,
 so a filter on `tags.selected` always shows the current picks. Trials that did
 not finish and checkpoints that are gone are listed as problems, not fatal.
@@ -18,12 +18,11 @@ import pyarrow.compute as pc
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
-from sweeper import selection
+from sweeper.analyse import selection
+from sweeper.analyse.results import SweepRef, read_results, row_label
+from sweeper.analyse.selection import Picks
 from sweeper.errors import EnvironmentProblem
-from sweeper.results import PICK_ROLE_TAG, SELECTED_TAG, SweepRef, read_results
-from sweeper.selection import Picks
-
-SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current picks were made by
+from sweeper.tags import PICK_ROLE_TAG, SELECTED_BY_TAG, SELECTED_TAG
 
 
 @dataclass
@@ -41,10 +40,7 @@ def trial_problems(table: pa.Table) -> list[str]:
     lines = []
     for row in table.filter(pc.not_equal(table["status"], selection.FINISHED)).to_pylist():
         reason = f": {row['error']}" if row["error"] else ""
-        lines.append(
-            f"beta={row['beta']:g} C={row['capacity']:g} seed={row['seed']} (run {row['run_id']}) "
-            f"is {row['status']}{reason}; left out"
-        )
+        lines.append(f"{row_label(row)} is {row['status']}{reason}; left out")
     return lines
 
 
@@ -63,7 +59,7 @@ def select_and_tag(client: MlflowClient, ref: SweepRef, by: str, maximize: bool 
         selection.require_score(done, by)  # before any checkpoint is read: a mistyped score fails at once
     problems = trial_problems(table)
     if udr:
-        from sweeper.udr import sweep_udr, with_udr
+        from sweeper.analyse.udr import sweep_udr, with_udr
 
         scores = sweep_udr(table)
         table = with_udr(table, scores)

@@ -16,8 +16,8 @@ import pyarrow as pa
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from sweeper.models import decode
-from sweeper.selection import column, configurations
+from sweeper.analyse.checkpoints import decode
+from sweeper.analyse.selection import column, configurations
 from trainables.model import BetaVAE
 
 TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)  # prior standard deviations either side of the code
@@ -136,6 +136,16 @@ def traversal(model: BetaVAE, code: np.ndarray, kl: np.ndarray, title: str, path
     ax.set_yticks(_tile_centres(len(order), size), [f"z{d}  KL {kl[d]:.2f}" for d in order], fontsize=7)
     ax.set_title(f"{title}: latent traversals", fontsize=9)
     return _save(fig, path)
+
+
+def model_traversal(model: BetaVAE, code: np.ndarray, kl_fallback: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
+    """`traversal` with the latents ordered by the KL the trial reported (`kl/<d>` in `metrics`), or by
+    `kl_fallback` (the KL of the encoded observations) for a latent it did not report."""
+    kl = np.array(
+        [metrics[f"kl/{d}"] if metrics.get(f"kl/{d}") is not None else kl_fallback[d] for d in range(model.latent_dim)],
+        dtype=np.float64,
+    )
+    return traversal(model, code, kl, title, path)
 
 
 def reconstructions(model: BetaVAE, images: np.ndarray, codes: np.ndarray, title: str, path: Path) -> Path:

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper import results
+from sweeper.analyse import results
+from sweeper.analyse.results import locate_sweep, read_results, write_parquet
 from sweeper.errors import EnvironmentProblem
-from sweeper.results import locate_sweep, read_results, write_parquet
 
 
 @pytest.fixture(scope="module")

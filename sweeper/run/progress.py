@@ -9,7 +9,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from sweeper.tracking import error_reason
+from sweeper.tracking.callback import error_reason
 from trainables.trial import TrialSpec
 
 PROGRESS_EVERY_S = 20.0

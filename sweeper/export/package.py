@@ -1,0 +1,362 @@
+"""`sweeper export`: a sweep's chosen checkpoints (`sweeper.export.choose`) as self-contained, verified
+model folders, then registered if asked (`sweeper.export.registry`).
+
+Each model becomes one folder under the target (see trainables.exported for
+the files); `index.json` lists them. Everything is written into a hidden
+temporary folder next to the target and renamed at the end, so a failed
+export leaves nothing behind. Checkpoints are read with safetensors and a
+weights-only torch load: nothing in a sweep is unpickled. How the model was
+trained comes from the sweep's resolved config.yaml, read back through the
+settings models.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from sweeper import object_store
+from sweeper.analyse import plots, selection
+from sweeper.analyse.checkpoints import encode, observation_set
+from sweeper.analyse.results import (
+    SweepRef,
+    row_label,
+    row_model,
+    runs_table,
+    trial_runs,
+)
+from sweeper.config import read_yaml
+from sweeper.errors import ConfigError, EnvironmentProblem
+from sweeper.export.card import model_card
+from sweeper.export.choose import Choice, choose
+from sweeper.export.registry import register_model
+from sweeper.record import RESOLVED_CONFIG
+from sweeper.tags import CONFIG_ARTIFACT, VERSION_PARAM_PREFIX
+from trainables import exported
+from trainables.exported import ExportError
+from trainables.settings import DataSettings, TrialSettings
+from trainables.trial import safe_name
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+EXPORTED_WITH = ("torch", "safetensors", "numpy", "mlflow")
+ARCHITECTURE = (
+    "beta-VAE with the convolutional encoder and decoder of Locatello et al. (2019): "
+    "4 conv layers + 256-unit dense layer to a diagonal Gaussian posterior; mirrored transposed convolutions "
+    "to Bernoulli pixel logits; 64x64 inputs"
+)
+
+
+@dataclass
+class Exported:
+    """One exported model: its folder in the export and the trial it came from."""
+
+    run_id: str
+    folder: Path
+    reason: str
+    version: str | None = None  # its registry version, when registered
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    models: list[Exported] = field(default_factory=list)
+
+
+# -- choosing -----------------------------------------------------------------------------
+
+
+# -- one model ----------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_checkpoint(row: dict) -> tuple[dict, dict[str, Any] | None]:
+    """The trial's weights (safetensors) and trainer state (weights-only torch load) from its checkpoint."""
+    from safetensors import SafetensorError
+
+    from trainables.checkpoint import STATE_FILE, WEIGHTS_FILE, load_state, load_weights
+
+    checkpoint = row["checkpoint"]
+    if not checkpoint:
+        raise EnvironmentProblem(f"{row_label(row)}: no checkpoint was recorded; it cannot be exported")
+    with object_store.local_folder(checkpoint) as folder:
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise EnvironmentProblem(
+                f"{row_label(row)}: checkpoint {checkpoint!r} has no {WEIGHTS_FILE}; it cannot be exported"
+            )
+        try:
+            weights = load_weights(folder)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise EnvironmentProblem(f"{checkpoint}/{WEIGHTS_FILE}: not a readable safetensors file ({exc})") from None
+        state = None
+        if (folder / STATE_FILE).is_file():
+            try:
+                state = load_state(folder)
+            except Exception as exc:  # noqa: BLE001 - weights-only unpickling refuses all but tensors and plain data
+                raise EnvironmentProblem(f"{checkpoint}/{STATE_FILE}: cannot be read safely ({exc})") from None
+    return weights, state
+
+
+def sweep_settings(client: MlflowClient, ref: SweepRef) -> TrialSettings:
+    """The settings every trial of the sweep ran with: the resolved config.yaml the sweep wrote (its
+    folder's copy, else the parent run's artifact), read back through the settings models."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ref.folder / RESOLVED_CONFIG if ref.folder is not None else None
+        if path is None or not path.is_file():
+            try:
+                path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=ref.parent_run_id, artifact_path=CONFIG_ARTIFACT, dst_path=tmp,
+                        tracking_uri=client.tracking_uri,
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - any store failure: the export cannot say how it trained
+                raise EnvironmentProblem(
+                    f"sweep {ref.sweep_id}: its {CONFIG_ARTIFACT} is neither in its folder nor on its parent run "
+                    f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+                ) from None
+        raw = read_yaml(path)
+        try:
+            return TrialSettings.model_validate({k: raw[k] for k in TrialSettings.model_fields if k in raw})
+        except ValidationError as exc:
+            raise EnvironmentProblem(f"{path}: not the settings of a sweep this version can read ({exc})") from None
+
+
+def build_config(
+    row: dict, run: Run, ref: SweepRef, settings: TrialSettings, weights: dict, state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """config.json: architecture, objective, seed, data, training and the library versions, from the
+    sweep's settings and the run's recorded versions; refused when they do not fit the checkpoint."""
+    params = run.data.params
+    sizes = exported.model_config(weights)
+    recorded = row["latent_dim"]
+    if recorded is not None and recorded != sizes["latent_dim"]:
+        raise EnvironmentProblem(
+            f"{row_label(row)}: the run records model.latent_dim={recorded} but its checkpoint's weights have "
+            f"{sizes['latent_dim']} latents"
+        )
+    if state is not None and "beta" in state:
+        saved = (state.get("beta"), state.get("capacity_max"), state.get("seed"))
+        if saved != (row["beta"], row["capacity"], row["seed"]):
+            raise EnvironmentProblem(
+                f"{row_label(row)}: its checkpoint belongs to beta={saved[0]}, C_max={saved[1]}, seed={saved[2]}"
+            )
+    data_spec = data_record(settings.data, sizes["channels"])
+    return {
+        "model": {"class": "trainables.model.BetaVAE", "architecture": ARCHITECTURE, **sizes, "image_size": 64},
+        "objective": {
+            "loss": "recon + beta * |KL - C(t)|, C(t) rising linearly to C_max over capacity_steps",
+            "beta": row["beta"],
+            "capacity_max": row["capacity"],
+            "capacity_steps": settings.objective.capacity_steps,
+        },
+        "seed": row["seed"],
+        "data": data_spec,
+        "training": {
+            **settings.training.model_dump(mode="json"),
+            "steps_done": int(state["step"]) if state and "step" in state else None,
+        },
+        "evaluation": settings.eval.model_dump(mode="json"),
+        "library_versions": {
+            "trained_with": {
+                k.removeprefix(VERSION_PARAM_PREFIX): v
+                for k, v in sorted(params.items())
+                if k.startswith(VERSION_PARAM_PREFIX)
+            },
+            "exported_with": {name: _version(name) for name in EXPORTED_WITH},
+        },
+        "source": {
+            "sweep_id": ref.sweep_id,
+            "experiment_id": ref.experiment_id,
+            "run_id": row["run_id"],
+            "run_name": row["run_name"],
+            "trial_id": row["trial_id"],
+            "tracking_uri": ref.tracking_uri,
+            "checkpoint": row["checkpoint"],
+        },
+    }
+
+
+def data_record(settings: DataSettings, channels: int) -> dict[str, Any]:
+    """config.json's `data`: which dataset, file, variant and ground-truth factors the run trained on."""
+    from trainables import data
+
+    dataset, variant, ground_truth = settings.name, settings.variant, settings.ground_truth
+    spec: dict[str, Any] = {"name": dataset, "image_shape": [channels, data.IMAGE_SIZE, data.IMAGE_SIZE]}
+    if dataset == "dsprites":
+        spec.update(
+            kind="procedural dSprites (the original factor grid, rendered)",
+            factor_names=list(data.FACTOR_NAMES),
+            factor_sizes=list(data.FACTOR_SIZES),
+        )
+    else:
+        kinds = {"dsprites_file": "a dSprites file", "npz": "an own dataset file (images, factor classes, names)"}
+        spec.update(kind=kinds.get(dataset, dataset), path=settings.path)
+    if variant != "none":
+        spec.update(variant=variant, kind=f"{spec['kind']}, {variant} variant")
+    if ground_truth is not None:
+        spec["ground_truth"] = list(ground_truth)
+        spec["kind"] += f", ground truth {', '.join(spec['ground_truth'])}"
+        if dataset == "dsprites":
+            keep = [data.FACTOR_NAMES.index(n) for n in spec["ground_truth"] if n in data.FACTOR_NAMES]
+            spec["factor_names"] = [data.FACTOR_NAMES[k] for k in keep]
+            spec["factor_sizes"] = [data.FACTOR_SIZES[k] for k in keep]
+    return spec
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def build_metrics(row: dict, run: Run, done: pa.Table, by: str, maximize: bool, reason: str) -> dict[str, Any]:
+    """metrics.json: the final metrics, and the seed statistics of its configuration with its rank in it."""
+    same = done.filter(
+        pc.and_(pc.equal(done["beta"], row["beta"]), pc.equal(done["capacity"], row["capacity"]))
+    )
+    names = selection.score_names(same)
+    statistics = {
+        s.pop("metric"): {k: _finite(v) for k, v in s.items() if k not in ("beta", "capacity")}
+        for s in selection.seed_statistics(same, names).to_pylist()
+    }
+    rank = None
+    value = run.data.metrics.get(by)
+    if value is not None and by in same.column_names:
+        others = selection.column(same, by)
+        others = others[np.isfinite(others)]
+        better = (others > value) if maximize else (others < value)
+        mode = "max" if maximize else "min"
+        rank = {"score": by, "mode": mode, "rank": int(better.sum()) + 1, "of": int(others.size)}
+    return {
+        "run_id": row["run_id"],
+        "chosen": reason,
+        "final": {k: _finite(v) for k, v in sorted(run.data.metrics.items())},
+        "configuration": {
+            "beta": row["beta"],
+            "capacity_max": row["capacity"],
+            "seeds": same.num_rows,
+            "seed_statistics": statistics,
+            "rank_among_seeds": rank,
+        },
+    }
+
+
+def folder_name(row: dict) -> str:
+    return f"{row_model(row).file_stem()}_{safe_name(row['run_id'][:8])}"
+
+
+def export_model(
+    row: dict,
+    run: Run,
+    ref: SweepRef,
+    settings: TrialSettings,
+    done: pa.Table,
+    choice: Choice,
+    reason: str,
+    folder: Path,
+) -> Path:
+    """One model folder: weights, config, metrics, card, traversal, then the manifest."""
+    weights, state = read_checkpoint(row)
+    config = build_config(row, run, ref, settings, weights, state)
+    try:
+        exported.save_exported(folder, weights, config)
+        model = exported.check_fits(config, weights)
+    except ExportError as exc:
+        raise EnvironmentProblem(f"{row_label(row)}: {exc}") from None
+    model.load_state_dict(weights)
+    model.eval()
+    metrics = build_metrics(row, run, done, choice.by, choice.maximize, reason)
+    exported.write_json(folder / exported.METRICS_FILE, metrics)
+    codes, kl = encode(model, observation_set(8))
+    plots.model_traversal(model, codes[0], kl, metrics["final"], row_model(row).label(), folder / exported.TRAVERSAL_FILE)
+    (folder / exported.CARD_FILE).write_text(model_card(config, metrics, choice.by), encoding="utf-8")
+    exported.write_manifest(folder)
+    return folder
+
+
+# -- the export ---------------------------------------------------------------------------
+
+
+def export_sweep(
+    client: MlflowClient,
+    ref: SweepRef,
+    out: Path,
+    choice: Choice,
+    force: bool = False,
+    register: str | None = None,
+    alias: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export the chosen models of the sweep into `out`, then register them if asked.
+
+    Nothing is left at `out` (or next to it) when any step before the rename fails.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; choose another folder or replace it with --force")
+    if alias and not register:
+        raise ConfigError("--alias needs --register NAME")
+    runs = trial_runs(client, ref)
+    table = runs_table(runs)
+    if table.num_rows == 0:
+        raise EnvironmentProblem(f"sweep {ref.sweep_id} has no trial runs in {ref.tracking_uri}")
+    chosen = choose(table, choice)
+    if register and len(chosen) != 1:
+        raise ConfigError(f"--register takes one model; this choice gives {len(chosen)}")
+    by_id = {run.info.run_id: run for run in runs}
+    settings = sweep_settings(client, ref)
+    done = selection.finished(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    result = ExportResult(out)
+    try:
+        index = []
+        for row, reason in chosen:
+            name = folder_name(row)
+            echo(f"export: {row_label(row)} ({reason}) -> {out / name}")
+            export_model(row, by_id[row["run_id"]], ref, settings, done, choice, reason, staging / name)
+            index.append({"folder": name, "run_id": row["run_id"], "chosen": reason})
+            result.models.append(Exported(row["run_id"], out / name, reason))
+        exported.write_json(staging / exported.INDEX_FILE, {"sweep_id": ref.sweep_id, "models": index})
+        os.chmod(staging, 0o755)  # mkdtemp makes it private
+        exported.replace_folder(staging, out, force)
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if register:
+        model = result.models[0]
+        model.version = register_model(client, model.run_id, model.folder, register, alias, ref.sweep_id)
+        echo(f"registered: {register} version {model.version}" + (f", alias {alias}" if alias else ""))
+    return result
+
+
+def print_export(result: ExportResult, echo: Callable[[str], None] = print) -> None:
+    for model in result.models:
+        line = f"{model.folder}  run {model.run_id}  ({model.reason})"
+        echo(line + (f"  registered version {model.version}" if model.version else ""))
+

@@ -1,0 +1,1 @@
+"""Run a sweep: the search space, the Ray cluster, the dataset, live progress and the Tune Tuner."""

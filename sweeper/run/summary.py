@@ -1,0 +1,59 @@
+"""What `launch` prints before a sweep (the plan) and after it (the table and where to look)."""
+
+from __future__ import annotations
+
+import typer
+
+from sweeper.config import SweepConfig
+from sweeper.console import TrialRow, trial_table
+from sweeper.run import space
+from sweeper.run.launch import SweepOutcome, storage_root
+from trainables.trial import TrialSpec
+
+
+def print_plan(config: SweepConfig, address: str | None) -> None:
+    where = config.ray_address(address) or "local Ray (started and stopped by this command)"
+    typer.echo(f"sweep {config.name!r}: {space.trial_count(config)} trials on {where}")
+    for line in space.describe_plan(config):
+        typer.echo(f"  {line}")
+    t = config.training
+    typer.echo(
+        f"  each: {t.steps} steps, batch {t.batch_size}, lr {t.lr:g}, latents {config.model.latent_dim}, "
+        f"metrics {config.eval.preset} every {config.eval.every} steps; "
+        f"{config.resources.cpu:g} CPU, {config.resources.gpu:g} GPU"
+    )
+    checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
+    typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {config.tracking_uri()}")
+
+
+def print_summary(outcome: SweepOutcome) -> int:
+    """The finished sweep's table and where to look; returns the number of failed trials."""
+    rows = sorted(
+        (
+            TrialRow(
+                trial_id=str(result.metrics.get("trial_id", "?")),
+                status="ERROR" if result.error else "TERMINATED",
+                spec=TrialSpec.from_config(result.config),
+                last_result=dict(result.metrics or {}),
+                error=str(result.error).strip().splitlines()[-1] if result.error else None,
+            )
+            for result in outcome.results
+        ),
+        key=TrialRow.sort_key,
+    )
+    record, metric = outcome.record, outcome.metric
+    typer.echo("")
+    typer.echo(trial_table(rows, metric))
+    for t in rows:
+        if t.error:
+            typer.secho(f"trial {t.trial_id} failed: {t.error}", fg=typer.colors.RED)
+    failed = sum(bool(t.error) for t in rows)
+    typer.echo("")
+    typer.echo(f"sweep {record.sweep_id}: {len(rows)} trials, {failed} failed")
+    typer.echo(f"  state:   {record.folder}")
+    if record.checkpoints:
+        typer.echo(f"  checkpoints: {record.experiment_path}")
+    typer.echo(f"  status:  sweeper status {record.sweep_id} --storage {record.storage}")
+    typer.echo(f"  MLflow:  mlflow ui --backend-store-uri {record.tracking_uri}")
+    typer.echo(f"           experiment {record.experiment_id}, parent run {record.parent_run_id}")
+    return failed

@@ -1,0 +1,40 @@
+"""Every MLflow tag and param name the sweeps write and the later commands read.
+
+The run stage writes them (`sweeper.tracking`), the analyse and export stages
+search and read them (`sweeper.analyse.results`, `sweeper.export`): one
+definition here, importing nothing, so a command that only reads never loads
+Ray to learn a tag's name.
+"""
+
+from __future__ import annotations
+
+# Tags of every run of a sweep.
+SWEEP_TAG = "sweep_id"
+ROLE_TAG = "sweeper.role"
+ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"  # the values of ROLE_TAG: the parent run, one model's child run
+PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the MLflow UI opens such an experiment on its runs table
+NOTE_TAG = "mlflow.note.content"
+
+# Tags of a model's child run.
+TRIAL_TAG = "ray_trial_id"  # the Ray Tune trial that trains it (a packed trial trains several models)
+SEED_TAG = "seed"
+CHECKPOINT_TAG = "checkpoint"  # its latest checkpoint folder or object-store URI
+ERROR_TAG = "error"  # why it failed
+PLACEMENT_TAGS = ("node_ip", "hostname", "ray_node_id", "gpu_ids")  # where it trained, from its reports
+
+# Tags `sweeper select` writes.
+SELECTED_TAG = "selected"  # on a picked run: the pick kinds it was chosen for
+PICK_ROLE_TAG = "role"  # on a picked run: its roles in them
+SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current picks were made by
+
+# Params of a model's child run, besides every setting as a dotted name (`training.lr`).
+BETA_PARAM, CAPACITY_PARAM, SEED_PARAM = "beta", "capacity", "seed"
+TRIAL_INDEX_PARAM = "trial_index"
+LATENT_DIM_PARAM = "model.latent_dim"
+VERSION_PARAM_PREFIX = "version."  # library versions: `version.torch`, ...
+
+# Artifacts.
+CONFIG_ARTIFACT = "config.yaml"  # the sweep's resolved config, on the parent run
+REPORT_ARTIFACTS = "report"  # the report folder, on the parent run
+EXPORTED_MODEL_ARTIFACT = "exported_model"  # a registered model's files, on its trial's run

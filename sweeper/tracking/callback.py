@@ -1,0 +1,231 @@
+"""Tune's trial events mirrored into MLflow: one child run per model, one batch per report.
+
+A plain trial trains one model; a packed trial trains the seeds of one
+configuration together and reports each model's values under
+`trainables.trial.model_key(seed, ...)`. Either way every model gets its own
+child run (params `beta`, `capacity`, `seed` and every setting; the same
+metric names and step histories), tagged with the Ray trial that trains it,
+so the analysis and the MLflow UI never need to know whether a model was
+packed.
+
+Every write goes through a `TrackingBuffer`: a tracking server that goes
+away mid-sweep does not stop the trials, their writes are kept in order (and
+in the sweep folder) and flushed when it is back.
+
+A trial resumed from a checkpoint reports again the steps between that
+checkpoint and the crash; those steps are already in MLflow, so results at
+or below the last step queued or logged are skipped and each history stays
+continuous, with no step twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from sweeper import object_store
+from sweeper.tags import (
+    BETA_PARAM,
+    CAPACITY_PARAM,
+    CHECKPOINT_TAG,
+    ERROR_TAG,
+    PARENT_TAG,
+    PLACEMENT_TAGS,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    SEED_PARAM,
+    SEED_TAG,
+    SWEEP_TAG,
+    TRIAL_INDEX_PARAM,
+    TRIAL_TAG,
+)
+from sweeper.tracking.buffer import TrackingBuffer
+from sweeper.tracking.client import SweepTracking, flatten, library_versions, run_key
+from trainables.trial import (
+    TRIAL_INDEX,
+    ModelSpec,
+    TrialSpec,
+    model_folder,
+    split_model_key,
+)
+
+# What Tune adds to every result; the rest is what the trainable reported.
+TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+MODEL_ERROR = "error"  # a packed trial's `model/<seed>/error`: why that model stopped
+
+
+def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> list[Metric]:
+    return [
+        Metric(key, float(value), timestamp_ms, step)
+        for key, value in result.items()
+        if key not in TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+
+
+def model_results(spec: TrialSpec, result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Each model's own result: a plain trial's result as it is; for a pack, each model's keys
+    without their prefix, with the values of the whole pack that every model shares (the step, a
+    restore, the placement). The pack's seed means stay out: they are the searcher's, not a model's."""
+    if not spec.packed:
+        return {spec.seeds[0]: result}
+    own: dict[int, dict[str, Any]] = {seed: {} for seed in spec.seeds}
+    shared = {}
+    for key, value in result.items():
+        split = split_model_key(key)
+        if split is not None:
+            if split[0] in own:
+                own[split[0]][split[1]] = value
+        elif key in ("step", "restored_from_step", *PLACEMENT_TAGS):
+            shared[key] = value
+    return {seed: {**shared, **values} for seed, values in own.items()}
+
+
+def error_reason(trial: Trial) -> str:
+    """The last line of the trial's traceback: the exception and its message."""
+    try:
+        text = trial.get_error() or ""
+    except (OSError, MlflowException):
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "trial failed without an error message")[:5000]
+
+
+class MLflowTrialCallback(Callback):
+    """Tune callback that writes every model of every trial into its child run."""
+
+    def __init__(self, tracking: SweepTracking, folder: Path | None = None, echo: Callable[[str], None] = print) -> None:
+        self.tracking = tracking
+        self.folder = folder
+        self.echo = echo
+        self.buffer = TrackingBuffer(tracking, folder, echo)
+        self._opened: set[str] = set()
+        self._ended: set[str] = set()  # models of a pack that failed while their seed-mates train on
+        self._last_step: dict[str, int] = {}  # the last step queued, per run key
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What MLflow and the pending file hold is the truth after a restore, not this process's memory.
+        return {"tracking": self.tracking, "folder": self.folder, "echo": self.echo}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tracking"], state.get("folder"), state.get("echo", print))
+
+    def setup(self, **info: Any) -> None:
+        """At every start, a resumed one included: first what an earlier driver could not write."""
+        for op in self.buffer.load():
+            if op["op"] == "open":
+                self._opened.add(op["run"])
+            elif op["op"] == "metrics":
+                self._last_step[op["run"]] = max(self._last_step.get(op["run"], -1), op["step"])
+        self.buffer.flush(force=True)
+
+    # -- the runs of a trial -----------------------------------------------------------------
+    def _models(self, trial: Trial) -> list[tuple[str, ModelSpec, int]]:
+        """(run key, model, index in its trial) of each model the trial trains."""
+        spec = TrialSpec.from_config(trial.config)
+        if not spec.packed:
+            return [(run_key(trial.trial_id), spec.models()[0], int(trial.config.get(TRIAL_INDEX, 0)))]
+        return [(run_key(trial.trial_id, m.seed), m, i) for i, m in enumerate(spec.models())]
+
+    def _open(self, trial: Trial, key: str, model: ModelSpec, index: int) -> str:
+        if key not in self._opened:
+            tags = {
+                PARENT_TAG: self.tracking.parent_run_id,
+                SWEEP_TAG: self.tracking.sweep_id,
+                TRIAL_TAG: trial.trial_id,
+                ROLE_TAG: ROLE_TRIAL,
+                SEED_TAG: str(model.seed),
+            }
+            params = {
+                BETA_PARAM: str(trial.config["beta"]),
+                CAPACITY_PARAM: str(trial.config["capacity"]),
+                SEED_PARAM: str(model.seed),
+                TRIAL_INDEX_PARAM: str(index),
+                **flatten("", trial.config["settings"]),
+                **library_versions(),
+            }
+            self.buffer.add("open", key, name=model.label(), tags=tags)
+            self.buffer.add("params", key, params=params)
+            self._opened.add(key)
+        return key
+
+    def _running(self, trial: Trial) -> list[tuple[str, ModelSpec]]:
+        """The trial's models whose runs are open and not ended (a failed model of a pack is ended)."""
+        out = []
+        for key, model, index in self._models(trial):
+            self._open(trial, key, model, index)
+            if key not in self._ended:
+                out.append((key, model))
+        return out
+
+    def _end(self, key: str, status: str, reason: str | None = None) -> None:
+        if reason is not None:
+            self.buffer.add("tag", key, key=ERROR_TAG, value=reason[:5000])
+        self.buffer.add("terminate", key, status=status)
+        self._ended.add(key)
+
+    # -- Tune's events -----------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        for key, _ in self._running(trial):
+            self.buffer.add("status", key, status=RunStatus.to_string(RunStatus.RUNNING))
+        self.buffer.flush()
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
+        spec = TrialSpec.from_config(trial.config)
+        per_model = model_results(spec, result)
+        for key, model in self._running(trial):
+            values = per_model[model.seed]
+            step = int(values.get("step", result.get("training_iteration", 0)))
+            if step > self._last_step.get(key, -1):
+                self._last_step[key] = step
+                # "step" last: the last step MLflow holds says which reports are in, even one written in parts.
+                metrics = reported_metrics(values, step, int(time.time() * 1000))
+                metrics.sort(key=lambda m: m.key == "step")
+                self.buffer.add(
+                    "metrics",
+                    key,
+                    step=step,
+                    metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                    tags={k: str(values[k]) for k in PLACEMENT_TAGS if k in values},
+                )
+            if spec.packed and MODEL_ERROR in values:
+                self._end(key, "FAILED", str(values[MODEL_ERROR]))
+        self.buffer.flush()
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
+        where = object_store.uri_of(checkpoint.filesystem, checkpoint.path)  # s3://... when not a local folder
+        packed = TrialSpec.from_config(trial.config).packed
+        for key, model in self._running(trial):
+            self.buffer.add("tag", key, key=CHECKPOINT_TAG, value=f"{where}/{model_folder(model.seed)}" if packed else where)
+        self.buffer.flush()
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        for key, _ in self._running(trial):
+            self._end(key, "FINISHED")
+        self.buffer.flush()
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        reason = error_reason(trial)
+        for key, _ in self._running(trial):
+            self._end(key, "FAILED", reason)
+        self.buffer.flush()
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        """Between events too: a server that comes back while every trial is evaluating gets its writes."""
+        if self.buffer.pending:
+            self.buffer.flush()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """One last try; what is left stays in the pending file for `finish_tracking` (or a resume)."""
+        self.buffer.flush(force=True)
