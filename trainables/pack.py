@@ -116,8 +116,8 @@ class PackTrainer:
             x = torch.stack([self.dataset.observations(f, g) for f, g in zip(factors, self.generators)], dim=1)
         # bfloat16 under autocast, like the single trial's noise (drawn in its mu's dtype).
         dtype = torch.bfloat16 if self.use_amp else torch.float32
-        eps = torch.stack([torch.randn((batch, d), generator=g, device=self.device, dtype=dtype) for g in self.generators])
-        return x, eps
+        eps = [torch.randn((batch, d), generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        return x, torch.stack(eps)
 
     def train_step(self) -> None:
         x, eps = self.draw()

@@ -94,7 +94,7 @@ class StackedBetaVAE(nn.Module):
 
     def _linear(self, h: torch.Tensor, prefix: str) -> torch.Tensor:
         weight, bias = self.param(f"{prefix}.weight"), self.param(f"{prefix}.bias")
-        return torch.baddbmm(bias.unsqueeze(1).to(h.dtype), h, weight.transpose(1, 2).to(h.dtype))
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))  # autocast casts all three
 
     # -- one model of the stack ------------------------------------------------------------
     def model_state(self, i: int) -> dict[str, torch.Tensor]:
@@ -116,7 +116,9 @@ class StackedBetaVAE(nn.Module):
 
 def _layers(sequence: nn.Sequential, prefix: str) -> list[tuple[str, str, int, int]]:
     """The layers of one of the model's Sequentials, as the stacked forward runs them."""
-    kinds = {nn.Conv2d: "conv", nn.ConvTranspose2d: "deconv", nn.Linear: "linear", nn.ReLU: "relu", nn.Flatten: "flatten"}
+    kinds = {
+        nn.Conv2d: "conv", nn.ConvTranspose2d: "deconv", nn.Linear: "linear", nn.ReLU: "relu", nn.Flatten: "flatten"
+    }
     layers = []
     for index, module in enumerate(sequence):
         kind = kinds.get(type(module))
