@@ -22,17 +22,27 @@ def _fail(error: SweeperError) -> None:
     raise typer.Exit(error.exit_code)
 
 
+def _no_credentials(uri: str | None, option: str) -> None:
+    """Refuse (exit 2) a URI option holding a user name or password, before it is used or echoed."""
+    from sweeper.uris import refuse_credentials
+
+    try:
+        refuse_credentials(uri, option)
+    except SweeperError as exc:
+        _fail(exc)
+
+
 @app.command()
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config file without starting anything."""
     from sweeper.config import load_config
-    from sweeper.run.space import describe_plan, trial_count
+    from sweeper.run.space import describe_count, describe_plan
 
     try:
         cfg = load_config(config, set_ or [])
     except SweeperError as exc:
         _fail(exc)
-    typer.echo(f"{config}: valid; {trial_count(cfg)} trials")
+    typer.echo(f"{config}: valid; {describe_count(cfg)}")
     for line in describe_plan(cfg):
         typer.echo(f"  {line}")
 
@@ -50,6 +60,7 @@ def launch(
     from sweeper.config import load_config
     from sweeper.run.summary import print_plan
 
+    _no_credentials(address, "--address")
     try:
         cfg = load_config(config, set_ or [])
     except SweeperError as exc:
@@ -92,6 +103,7 @@ def resume(
     from sweeper.record import find_sweep
     from sweeper.run.launch import resume as resume_sweep
 
+    _no_credentials(address, "--address")
     try:
         folder = find_sweep(sweep, storage)
         outcome = resume_sweep(folder, address=address, echo=typer.echo)
@@ -139,6 +151,7 @@ def select(
     from sweeper.analyse.tagging import print_selection, select_and_tag
     from sweeper.tracking.client import connect
 
+    _no_credentials(tracking_uri, "--tracking-uri")
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)
         chosen = select_and_tag(connect(ref.tracking_uri), ref, by, maximize=mode == "max", udr=udr)
@@ -162,6 +175,7 @@ def report(
     from sweeper.analyse.tagging import print_selection, select_and_tag
     from sweeper.tracking.client import connect
 
+    _no_credentials(tracking_uri, "--tracking-uri")
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)
         client = connect(ref.tracking_uri)
@@ -197,9 +211,11 @@ def export(
 ) -> None:
     """Export the best checkpoints: safetensors weights, config, metrics, model card and a sha256 manifest."""
     from sweeper.analyse.results import locate_sweep
-    from sweeper.export.package import Choice, export_sweep, print_export
+    from sweeper.export.choose import Choice
+    from sweeper.export.package import export_sweep, print_export
     from sweeper.tracking.client import connect
 
+    _no_credentials(tracking_uri, "--tracking-uri")
     choice = Choice(by, mode == "max", median_seed, picks, tuple(run or ()))
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)

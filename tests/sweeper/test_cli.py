@@ -86,3 +86,22 @@ def test_status_of_an_unknown_sweep_exits_3(in_tmp):
     result = runner.invoke(app, ["status", "nope"])
     assert result.exit_code == 3
     assert "no sweep 'nope'" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["select", "some-sweep", "--tracking-uri", "http://alice:hunter2@mlflow.example:5000"],
+        ["report", "some-sweep", "--tracking-uri", "https://alice:hunter2@mlflow.example"],
+        ["export", "some-sweep", "--to", "out", "--tracking-uri", "http://alice:hunter2@mlflow.example"],
+        ["launch", str(CONFIGS / "smoke.yaml"), "--address", "ray://alice:hunter2@head.example:10001"],
+        ["resume", "some-sweep", "--address", "ray://alice:hunter2@head.example:10001"],
+    ],
+)
+def test_credentials_in_a_uri_option_exit_2_and_are_not_echoed(args, in_tmp):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    option = "--tracking-uri" if "--tracking-uri" in args else "--address"
+    assert f"{option} = " in result.output and "user name or password in the URI" in result.output
+    assert "hunter2" not in result.output and "alice" not in result.output
+    assert nothing_created(in_tmp) and not (in_tmp / "out").exists()
