@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, FiniteFloat, ValidationError, field_validator, model_validator
 
 from sweeper.errors import ConfigError
+from sweeper.uris import CredentialsInURI, redact, refuse_credentials
 from trainables.settings import (
     DataSettings,
     EvalSettings,
@@ -29,26 +30,29 @@ from trainables.settings import (
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # what pyarrow.fs, and so Ray, can write to
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")  # user:password@ in a URI
-CREDENTIALS_HINT = "give them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
+MAX_SEEDS = 1000
+MAX_SAMPLES = 100_000  # optuna configurations
+MAX_EVAL_EVERY = 10**9  # as training.steps
 
 
 class Range(Strict):
     """A continuous interval for Optuna to search."""
 
-    low: float
-    high: float
+    low: FiniteFloat
+    high: FiniteFloat
     log: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
         if not self.low < self.high:
             raise ValueError(f"low = {self.low}: must be below high = {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low = {self.low}: a log range must start above 0")
         return self
 
 
-Values = list[float] | Range
+Values = list[FiniteFloat] | Range
 
 
 def _lowest(values: Values) -> float:
@@ -59,8 +63,10 @@ class SearchConfig(Strict):
     kind: Literal["grid", "optuna"] = "grid"
     beta: Values = Field(description="grid: a list of values; optuna: a list (categorical) or a range")
     capacity: Values = Field([0.0], description="C_max in nats; 0 is the plain beta-VAE")
-    seeds: int = Field(1, ge=1, description="repeats of every configuration, seeds seed_offset .. +seeds-1")
-    num_samples: int | None = Field(None, ge=1, description="optuna: configurations to try")
+    seeds: int = Field(
+        1, ge=1, le=MAX_SEEDS, description="repeats of every configuration, seeds seed_offset .. +seeds-1"
+    )
+    num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
     sampler: Literal["tpe", "gp", "random"] = "tpe"
     metric: str = "loss"
     mode: Literal["min", "max"] = "min"
@@ -100,8 +106,8 @@ class SearchConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0, description="fractions share one GPU: 0.25 packs four trials on it")
+    cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpu: float = Field(0.0, ge=0, allow_inf_nan=False, description="fractions share one GPU: 0.25 packs four on it")
 
     @field_validator("gpu")
     @classmethod
@@ -118,14 +124,18 @@ class TrackingConfig(Strict):
     @field_validator("uri")
     @classmethod
     def _no_credentials(cls, uri: str | None) -> str | None:
-        # The URI is printed, logged and stored with the sweep; a password must not be.
-        if uri and _USERINFO.search(uri):
-            raise ValueError(f"a user name or password in the URI; {CREDENTIALS_HINT}")
+        refuse_credentials(uri, "tracking.uri")
         return uri
 
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="an existing cluster; default: $RAY_ADDRESS, else a local Ray")
+
+    @field_validator("address")
+    @classmethod
+    def _no_credentials(cls, address: str | None) -> str | None:
+        refuse_credentials(address, "ray.address")
+        return address
 
 
 class FailureConfig(Strict):
@@ -159,11 +169,13 @@ class SweepConfig(Strict):
     @classmethod
     def _a_filesystem_path(cls, storage: str) -> str:
         # The sweep folder holds the Optuna journal and the tracking buffer, which need a filesystem.
+        refuse_credentials(storage, "storage")
         if "://" in storage:
             raise ValueError(
                 "must be a folder (it holds the Optuna journal and the tracking buffer, which need a "
                 "filesystem); put an object-store URI under `checkpoints` instead"
             )
+        _check_storage_folder(Path(storage).expanduser())
         return storage
 
     @field_validator("checkpoints")
@@ -171,6 +183,7 @@ class SweepConfig(Strict):
     def _an_object_store(cls, checkpoints: str | None) -> str | None:
         if checkpoints is None:
             return None
+        refuse_credentials(checkpoints, "checkpoints")
         scheme, _, rest = checkpoints.partition("://")
         if not rest.strip("/") or scheme not in OBJECT_STORE_SCHEMES:
             raise ValueError(
@@ -187,6 +200,7 @@ class SweepConfig(Strict):
         from trainables.data import DataError, check_settings
 
         if data.path is not None:
+            refuse_credentials(data.path, "data.path")
             path = Path(data.path).expanduser()
             if not path.is_file():
                 where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
@@ -199,10 +213,20 @@ class SweepConfig(Strict):
             raise ValueError(f"{key}: {exc}") from None
         return data
 
+    @field_validator("eval")
+    @classmethod
+    def _eval_every_is_bounded(cls, settings: EvalSettings) -> EvalSettings:
+        if settings.every > MAX_EVAL_EVERY:
+            raise ValueError(f"every = {settings.every}: must be at most {MAX_EVAL_EVERY}")
+        return settings
+
     @model_validator(mode="after")
-    def _no_credentials_in_env_uri(self) -> SweepConfig:
-        if not self.tracking.uri and _USERINFO.search(os.environ.get("MLFLOW_TRACKING_URI", "")):
-            raise ValueError(f"$MLFLOW_TRACKING_URI holds a user name or password; {CREDENTIALS_HINT}")
+    def _no_credentials_in_env_uris(self) -> SweepConfig:
+        """The environment's URIs stand in for unset keys, so they are printed and stored the same way."""
+        if not self.tracking.uri:
+            refuse_credentials(os.environ.get("MLFLOW_TRACKING_URI"), "$MLFLOW_TRACKING_URI")
+        if not self.ray.address:
+            refuse_credentials(os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS")
         return self
 
     @model_validator(mode="after")
@@ -233,6 +257,28 @@ class SweepConfig(Strict):
         return override or self.ray.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _check_storage_folder(storage: Path) -> None:
+    """Refuse a storage path that launch could not make into a folder, before anything is created.
+
+    An existing storage folder need not be writable: status, report and
+    export read the resolved config of a sweep on a read-only mount too.
+    """
+    try:
+        if storage.exists():
+            if not storage.is_dir():
+                raise ValueError("is a file, not a folder")
+            return
+        parent = storage.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+    except OSError as exc:
+        raise ValueError(f"cannot be checked: {exc.strerror}") from None
+    if not parent.is_dir():
+        raise ValueError(f"cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot be created: {parent} is not writable")
+
+
 def reported_metrics(config: SweepConfig) -> set[str]:
     """Every scalar a trial reports that a search may optimise."""
     names = set(TRAINING_METRICS)
@@ -242,16 +288,116 @@ def reported_metrics(config: SweepConfig) -> set[str]:
 
 
 # -- loading -------------------------------------------------------------------------------
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`training.steps=200` -> (["training", "steps"], 200); the value is read as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key.strip()):
-        raise ConfigError(f"--set {text!r}: expected key.path=value, for example --set training.steps=200")
+MAX_YAML_NODES = 100_000  # values after expanding aliases: far above any sweep config, far below a bomb
+MAX_NUMBER_CHARS = 100  # no setting needs a longer number; Python reads no int past 4300 digits
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_KEY_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class YAMLRefused(yaml.MarkedYAMLError):
+    """YAML that parses but is refused; its message names the key and shows no whole value."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _TreeCheck:
+    """Checks of a composed YAML tree, made before anything in it is constructed.
+
+    An alias is a shared node in the composed tree, so a "billion laughs" bomb
+    is measured here in as many steps as it has distinct nodes, instead of the
+    minutes and gigabytes its expansion takes to construct, validate and echo.
+    A key given twice is refused, where PyYAML would keep the last: a second
+    `training:` section would replace the first, whose keys fell back to defaults.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        self.sizes: dict[int, int] = {}  # node id -> its size with aliases expanded
+        self.open: set[int] = set()  # the collections being measured: one met again is a cycle
+
+    def size(self, node: yaml.Node, path: str) -> int:
+        if id(node) in self.sizes:
+            return self.sizes[id(node)]
+        where = path or "the document"
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+                raise YAMLRefused(
+                    f"{where} = {node.value[:12]}... ({len(node.value)} characters): "
+                    f"too long for a number (at most {MAX_NUMBER_CHARS})",
+                    node.start_mark,
+                )
+            size = 1
+        elif id(node) in self.open:
+            raise YAMLRefused(f"{where}: an alias refers to a value that contains it", node.start_mark)
+        else:
+            self.open.add(id(node))
+            size = 1 + sum(self.size(child, child_path) for child, child_path in self._children(node, path))
+            self.open.discard(id(node))
+        if size > MAX_YAML_NODES:
+            raise YAMLRefused(
+                f"{where}: more than {MAX_YAML_NODES} values once its aliases are expanded", node.start_mark
+            )
+        self.sizes[id(node)] = size
+        return size
+
+    def _children(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+        if isinstance(node, yaml.SequenceNode):
+            return [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        children: list[tuple[yaml.Node, str]] = []
+        first_lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            child_path = path
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:  # `<<:` may be overridden
+                key = self.loader.construct_object(key_node)
+                child_path = f"{path}.{key}" if path else str(key)
+                if key in first_lines:
+                    raise YAMLRefused(
+                        f"{child_path}: duplicate key (first given at line {first_lines[key] + 1})",
+                        key_node.start_mark,
+                    )
+                first_lines[key] = key_node.start_mark.line
+            children += [(key_node, child_path), (value_node, child_path)]
+        return children
+
+
+def _load_yaml(text: str, path: str = "") -> tuple[bool, Any]:
+    """(whether the text holds a document, its value), checked by _TreeCheck; `path` names its key."""
+    loader = yaml.SafeLoader(text)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = loader.get_single_node()
+        if node is None:
+            return False, None
+        _TreeCheck(loader).size(node, path)
+        return True, loader.construct_document(node)
+    except RecursionError:
+        raise YAMLRefused(f"{path or 'the document'}: nested too deeply", loader.get_mark()) from None
+    finally:
+        loader.dispose()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.steps=200` -> (["training", "steps"], 200); the value is read as YAML.
+
+    Errors name the key but never show the value: it is on a command line, and may be a secret.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY_PATH.fullmatch(key):
+        raise ConfigError(f"--set {redact(key)!r}: expected key.path=value, for example --set training.steps=200")
+    try:
+        value = _load_yaml(raw, key)[1] if raw.strip() else ""
+    except YAMLRefused as exc:
+        raise ConfigError(f"--set {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from exc
-    return key.strip().split("."), value
+        column = getattr(exc, "problem_mark", None)
+        where = f" at column {column.column + 1}" if column else ""
+        raise ConfigError(
+            f"--set {key}: the value is not valid YAML{where} (not shown, in case it is a secret); "
+            "quote it if it is a string"
+        ) from None
+    return key.split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -262,10 +408,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
-                raise ConfigError(f"--set {text!r}: {where} holds {child!r}, not a section")
+                raise ConfigError(f"--set {'.'.join(path)}: {where} holds {_shown(child)}, not a section")
             node = child
         node[path[-1]] = value
     return raw
+
+
+def _shown(value: object) -> str:
+    """A value as an error message may show it: URI credentials masked, and at most 80 characters."""
+    text = redact(repr(value))
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _union_branch(part: object) -> str | None:
@@ -278,12 +430,22 @@ def _union_branch(part: object) -> str | None:
     return None
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
+def _written_as_range(raw: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether the value at `loc`, up to its union branch, was written as a mapping (a Range)."""
+    value: Any = raw
+    for part in loc:
+        if _union_branch(part):
+            break
+        value = value[part]
+    return isinstance(value, dict)
+
+
+def _format_validation_error(source: str, error: ValidationError, raw: dict[str, Any]) -> str:
     lines = [f"{source}: invalid sweep config"]
     for item in error.errors():
         # `beta: list | Range` reports both branches; keep only the one the value was written as.
         branch = next((b for b in map(_union_branch, item["loc"]) if b), None)
-        if branch is not None and isinstance(item["input"], dict) != (branch == "Range"):
+        if branch is not None and _written_as_range(raw, item["loc"]) != (branch == "Range"):
             continue
         key = ".".join(str(p) for p in item["loc"] if not _union_branch(p))
         message = item["msg"].removeprefix("Value error, ")
@@ -291,30 +453,31 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
             lines.append(f"  {key}: unknown key (check its spelling and section)")
         elif item["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
+        elif isinstance(item.get("ctx", {}).get("error"), CredentialsInURI):
+            lines.append(f"  {message}")  # it names its key, and shows the URI masked
         elif isinstance(item["input"], dict):
             # A check across a whole section: its message starts with the key inside the section.
             lines.append(f"  {key}.{message}" if key else f"  {message}")
         else:
-            lines.append(f"  {key} = {redact_uris(repr(item['input']))}: {message}")
-    return "\n".join(lines)
-
-
-def redact_uris(text: str) -> str:
-    """`http://user:secret@host` -> `http://***@host`: what an error message may show."""
-    return _USERINFO.sub("***@", text)
+            lines.append(f"  {key} = {_shown(item['input'])}: {message}")
+    return redact("\n".join(lines))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        has_document, raw = _load_yaml(path.read_text())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError(f"{path}: invalid YAML at {where}: {exc.problem}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    if not has_document:
+        raise ConfigError(f"{path}: the file is empty (no YAML in it besides comments and blank lines)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw
@@ -330,7 +493,7 @@ def validate_config(raw: dict[str, Any], source: str) -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from exc
+        raise ConfigError(_format_validation_error(source, exc, raw)) from exc
 
 
 def dump_config(config: SweepConfig) -> str:
