@@ -1,11 +1,14 @@
-"""GPU training: one trial's step rate, and the card's total rate as trials share it.
+"""GPU training: one trial's step rate, the card's total rate as trials share it, and packs.
 
 A reference beta-VAE step is about 5 GFLOP at batch 64: far too little work to
 fill a modern GPU, so one trial is bound by the CPU thread that launches its
 kernels. What a sweep gets from a card is the total over the trials packed on
 it (`gpu: 1/N` in the config), each capped to its share of memory, so that is
 what this section measures, with N processes started together as Ray would
-start them. Runs only where CUDA is available; elsewhere the section is kept.
+start them. A packed trial (`search.pack_seeds`) trains S seeds as one
+stacked model, S models for about the kernels of one: measured for S from 1
+to 40, with and without `compile` and bfloat16, and several packs per card.
+Runs only where CUDA is available; elsewhere the section is kept.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
-from bench.machine import cpu_model, cores
+from bench.machine import cores, cpu_model
 from bench.training import flops_per_image
+from trainables.pack import PackTrainer
+from trainables.pack_report import PackReport
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 
@@ -27,6 +33,9 @@ from trainables.trainer import Trainer
 SINGLE = ((64, False, False), (64, True, False), (256, False, False), (1024, False, False), (1024, True, False),
           (64, False, True), (64, True, True))
 PACKING = {False: (1, 4, 8, 16), True: (4, 8)}  # trials sharing the card, by training.compile
+PACK_SIZES = (1, 5, 10, 20, 40)  # models per packed trial, batch 64 each
+PACK_MODES = ((False, False), (True, False), (False, True), (True, True))  # (compile, bfloat16 autocast)
+PACKS_PER_CARD = ((2, 20), (4, 10), (4, 20))  # (packed trials sharing the card, models per pack), compiled
 
 
 def matmul_tflops(dtype: torch.dtype, size: int = 8192, runs: int = 10) -> float:
@@ -52,45 +61,72 @@ def trial_settings(batch: int, amp: bool, compiled: bool = False) -> TrialSettin
     return TrialSettings.model_validate({"training": training})
 
 
-def single_trial(
-    batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: bool = False
+def steady_rates(
+    make: Callable[[], Trainer | PackTrainer], warmup: int, window: int, windows: int
 ) -> tuple[list[float], float]:
-    """Images/s of consecutive windows (each ends with the report's host sync), and peak MiB."""
+    """Images/s of consecutive windows (each ends with the report's host sync), and peak MiB.
+
+    For a pack, the images of all its models together."""
     torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(trial_settings(batch, amp, compiled), beta=4.0, capacity=0.0, seed=0)
+    trainer = make()
     trainer.train(warmup)
-    rates = [trainer.train(window)["images_per_sec"] for _ in range(windows)]
+    rates = []
+    for _ in range(windows):
+        report = trainer.train(window)
+        rates.append(report.images_per_sec if isinstance(report, PackReport) else report["images_per_sec"])
     peak = torch.cuda.max_memory_allocated() / 2**20
     del trainer
     torch.cuda.empty_cache()
     return rates, peak
 
 
+def single_trial(
+    batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: bool = False
+) -> tuple[list[float], float]:
+    settings = trial_settings(batch, amp, compiled)
+    return steady_rates(lambda: Trainer(settings, beta=4.0, capacity=0.0, seed=0), warmup, window, windows)
+
+
+def one_pack(
+    models: int, amp: bool, compiled: bool, warmup: int, window: int, windows: int
+) -> tuple[list[float], float]:
+    settings = trial_settings(64, amp, compiled)
+    return steady_rates(lambda: PackTrainer(settings, 4.0, 0.0, range(models)), warmup, window, windows)
+
+
 _PACKED_SCRIPT = """
 import json, sys, time, torch
+from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 share, warmup, seconds, compiled = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+models = int(sys.argv[5])  # 0: a single trial, else a pack of that many seeds
 training = {"batch_size": 64, "device": "cuda", "threads": 1, "compile": compiled}
 settings = TrialSettings.model_validate({"training": training})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=share)
+if models:
+    trainer = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=share)
+else:
+    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=share)
 trainer.train(warmup)
 print("ready", flush=True)
 sys.stdin.readline()
 start, images = time.time(), 0
 while time.time() - start < seconds:
     trainer.train(50)  # the report at its end waits for the GPU
-    images += 50 * 64
+    images += 50 * 64 * max(models, 1)
 print(json.dumps({"start": start, "end": time.time(), "images": images,
                   "reserved_mib": torch.cuda.max_memory_reserved() / 2**20}), flush=True)
 """
 
 
-def packed(trials: int, warmup: int, seconds: float, compiled: bool) -> dict[str, float]:
-    """N trial processes on one card, released together: total and per-trial images/s."""
+def packed(trials: int, warmup: int, seconds: float, compiled: bool, models: int = 0) -> dict[str, float]:
+    """N trial processes on one card, released together: total and per-trial images/s.
+
+    `models`: 0 for single trials, else each trial is a pack of that many seeds."""
+    args = [str(1 / trials), str(warmup), str(seconds), str(int(compiled)), str(models)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PACKED_SCRIPT, str(1 / trials), str(warmup), str(seconds), str(int(compiled))],
+            [sys.executable, "-c", _PACKED_SCRIPT, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -168,4 +204,45 @@ def run(quick: bool) -> str:
             )
             print(row, f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
             lines.append(row)
+    lines += [
+        "",
+        "One packed trial (`search.pack_seeds`: the seeds of a configuration as one stacked model), batch 64 per "
+        f"model, the whole card; after {warmup} warm-up steps, median of {windows} windows of {window} steps; "
+        "images/s of all the pack's models together:",
+        "",
+        "| models per pack | `compile` | autocast | images/s per card | per model | achieved TFLOP/s "
+        "| peak allocated |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for compiled, amp in PACK_MODES:
+        for models in PACK_SIZES:
+            began = time.perf_counter()
+            rates, peak = one_pack(models, amp, compiled, warmup, window, windows)
+            rate = statistics.median(rates)
+            row = (
+                f"| {models} | {str(compiled).lower()} | {'bfloat16' if amp else 'off (float32)'} | {rate:,.0f} | "
+                f"{rate / models:,.0f} | {rate * flops / 1e12:.2f} | {peak:.0f} MiB |"
+            )
+            print(row, f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+            lines.append(row)
+    lines += [
+        "",
+        f"Several packed trials sharing the card (`gpu: 1/N`, each capped to 1/N of the memory), compiled, float32, "
+        f"started together and timed over {seconds:.0f} s:",
+        "",
+        "| packs per GPU | models per pack | total images/s | per model | achieved TFLOP/s "
+        "| largest reserved per pack |",
+        "|---|---|---|---|---|---|",
+    ]
+    for trials, models in PACKS_PER_CARD:
+        if trials > cores():
+            continue
+        began = time.perf_counter()
+        figures = packed(trials, warmup, seconds, True, models)
+        row = (
+            f"| {trials} | {models} | {figures['total']:,.0f} | {figures['total'] / (trials * models):,.0f} | "
+            f"{figures['total'] * flops / 1e12:.2f} | {figures['reserved_mib']:.0f} MiB |"
+        )
+        print(row, f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+        lines.append(row)
     return "\n".join(lines) + "\n"

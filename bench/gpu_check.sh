@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On a machine with a CUDA device: the GPU tests, then the GPU section of the benchmarks.
+# On a machine with a CUDA device: the GPU tests (single trials and packs), then the GPU section of the
+# benchmarks (single trials, trials sharing a card, packs of 1 to 40 models, several packs per card).
 # Usage: bench/gpu_check.sh [OUTPUT_DIR]
 # Writes OUTPUT_DIR/gpu-tests.log and OUTPUT_DIR/benchmarks.md (docs/benchmarks.md with the GPU section
 # measured here); copy that section into docs/benchmarks.md to keep it.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ class PackTrainer:
         settings: TrialSettings,
         beta: float,
         capacity: float,
-        seeds: tuple[int, ...] | list[int],
+        seeds: Iterable[int],
         stored: StoredImages | None = None,
         gpu_share: float | None = None,
     ) -> None:
@@ -218,7 +219,7 @@ class PackTrainer:
     def load(self, folder: str | Path) -> None:
         folder = Path(folder)
         expected = {model_folder(seed) for seed in self.seeds}
-        present = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+        present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} if folder.is_dir() else set()
         if present != expected:
             raise ValueError(
                 f"checkpoint {folder} holds the models {sorted(present) or 'none'}, "

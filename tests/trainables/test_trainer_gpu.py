@@ -1,5 +1,6 @@
-"""The GPU path of a trial: device placement, bfloat16 autocast, no host synchronisation in
-the step, the memory cap of a fractional GPU, and checkpoints that move between devices.
+"""The GPU path of a trial and of a pack: device placement, bfloat16 autocast, no host
+synchronisation in the step, the memory cap of a fractional GPU, compile, and checkpoints that
+move between devices.
 
 These need a CUDA device and are skipped (and reported as skipped) without one.
 """
@@ -17,8 +18,10 @@ from trainables.data import ProceduralDSprites, byo
 from trainables.checkpoint import load_weights
 from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
+from trainables.pack import PackTrainer
 from trainables.settings import EvalSettings, TrialSettings
 from trainables.trainer import Trainer
+from trainables.trial import model_folder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -87,11 +90,16 @@ def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights():
 
 
 _CAP_SCRIPT = """
-import torch
+import sys, torch
+from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
+pack = int(sys.argv[1])
 settings = TrialSettings.model_validate({"training": {"batch_size": 64, "device": "cuda"}})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=0.25)
+if pack:
+    trainer = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(pack), gpu_share=0.25)
+else:
+    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=0.25)
 trainer.train(2)
 total = torch.cuda.get_device_properties(0).total_memory
 small = torch.empty(int(0.1 * total), dtype=torch.uint8, device="cuda")
@@ -105,8 +113,11 @@ else:
 """
 
 
-def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory():
-    done = subprocess.run([sys.executable, "-c", _CAP_SCRIPT], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("pack", [0, 5], ids=["trial", "pack_of_5"])
+def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory(pack):
+    done = subprocess.run(
+        [sys.executable, "-c", _CAP_SCRIPT, str(pack)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "capped"
 
@@ -149,3 +160,61 @@ def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_weight
     resumed = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seed=3)
     resumed.load(tmp_path)
     assert np.isfinite(resumed.train(5)["loss"]) and resumed.step == 25
+
+
+SEEDS = (0, 1, 2)
+
+
+def poison(pack: PackTrainer, seed: int) -> None:
+    with torch.no_grad():
+        pack.stacked.param("decoder.deconv.6.bias")[pack.seeds.index(seed)].fill_(float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("data", "failed"),
+    [({}, False), ({"variant": "noisy"}, False), ({}, True)],
+    ids=["procedural", "noisy", "with_a_failed_model"],
+)
+def test_a_pack_step_never_waits_on_the_host(data, failed):
+    pack = PackTrainer(gpu_settings(**data), beta=4.0, capacity=5.0, seeds=SEEDS)
+    pack.train(3)  # first steps: cuDNN autotuning and allocator warm-up may synchronise
+    if failed:
+        poison(pack, SEEDS[1])
+        assert list(pack.train(1).failed) == [SEEDS[1]]  # from here on its slice is masked in every step
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            pack.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    report = pack.window_report()
+    assert sorted(report.models) == [s for s in SEEDS if not (failed and s == SEEDS[1])]
+    assert all(np.isfinite(m["loss"]) for m in report.models.values()) and report.images_per_sec > 0
+
+
+def test_a_pack_on_the_gpu_starts_as_its_single_trials_and_trains_in_bfloat16_with_float32_weights():
+    pack = PackTrainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=SEEDS)
+    singles = [Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=seed) for seed in SEEDS]
+    first = pack.train(1)
+    for trainer in singles:
+        assert first.models[trainer.seed]["loss"] == pytest.approx(trainer.train(1)["loss"], rel=1e-3)
+    amp = PackTrainer(gpu_settings({"amp": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
+    report = amp.train(5)
+    assert all(np.isfinite(m["loss"]) for m in report.models.values())
+    assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in amp.stacked.parameters())
+
+
+def test_a_compiled_pack_trains_like_the_plain_one_and_checkpoints_plain_models(tmp_path):
+    plain = PackTrainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seeds=SEEDS)
+    compiled = PackTrainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
+    expected, got = plain.train(20), compiled.train(20)
+    for seed in SEEDS:
+        assert got.models[seed]["loss"] == pytest.approx(expected.models[seed]["loss"], rel=0.01)
+    compiled.save(tmp_path)
+    on_cpu = load_weights(tmp_path / model_folder(SEEDS[0]), "cpu")
+    BetaVAE(10).load_state_dict(on_cpu)  # a plain single model, readable without a GPU
+    resumed = PackTrainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
+    resumed.load(tmp_path)
+    report = resumed.train(5)
+    assert resumed.step == 25 and all(np.isfinite(m["loss"]) for m in report.models.values())
