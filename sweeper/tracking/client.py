@@ -10,9 +10,10 @@ sweep never opens a second run for a model. Nothing here imports Ray.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,29 @@ CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 def connect(uri: str) -> MlflowClient:
     """A client for `uri`, or a clear error now, before anything is started."""
     try:
-        client = MlflowClient(tracking_uri=uri)
-        with fail_fast_http():
-            client.search_experiments(max_results=1)
+        with _schema_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            with fail_fast_http():
+                client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
         raise EnvironmentProblem(_connect_error(uri, exc)) from exc
     return client
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Hold `<db>.lock` while opening a local SQLite store: the first open creates MLflow's schema,
+    and two processes creating it at once (two first launches in one folder) make one of them fail.
+    The second waits for the first and then finds the schema made."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
+        yield
+        return
+    lock = Path(uri[len(prefix) :].split("?", 1)[0] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
+        yield
 
 
 def _connect_error(uri: str, exc: BaseException) -> str:
