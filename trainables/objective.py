@@ -62,7 +62,7 @@ def stacked_beta_vae_loss(
     """`beta_vae_loss` of S models at once, every term per model: (S,), and (S, D) per latent.
 
     Images are (B, S, C, H, W), the layout the stacked convolutions work in
-    (`trainables.stacked`), codes (S, B, D). Each model's recon is one sum
+    (`trainables.pack_model`), codes (S, B, D). Each model's recon is one sum
     over its whole batch, as in the single model's loss.
     """
     batch = target.shape[0]

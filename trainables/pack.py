@@ -1,4 +1,4 @@
-"""The seeds of one configuration trained together as one stacked model (`trainables.stacked`).
+"""The seeds of one configuration trained together as one stacked model (`trainables.pack_model`).
 
 Each model of a pack is the single trial with its seed: its initial weights
 are drawn as `Trainer` draws them (`torch.manual_seed(seed)`, then
@@ -39,7 +39,7 @@ from trainables.objective import capacity_at, stacked_beta_vae_loss
 from trainables.pack_report import PackReport
 from trainables.runtime import configure_process, resolve_device
 from trainables.settings import TrialSettings
-from trainables.stacked import StackedBetaVAE
+from trainables.pack_model import StackedBetaVAE
 from trainables.trainer import NonFiniteLossError, model_report, non_finite_reason, shared_dataset
 from trainables.trial import model_folder
 
@@ -219,7 +219,8 @@ class PackTrainer:
     def load(self, folder: str | Path) -> None:
         folder = Path(folder)
         expected = {model_folder(seed) for seed in self.seeds}
-        present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} if folder.is_dir() else set()
+        entries = folder.iterdir() if folder.is_dir() else ()
+        present = {p.name for p in entries if p.is_dir() and not p.name.startswith(".")}
         if present != expected:
             raise ValueError(
                 f"checkpoint {folder} holds the models {sorted(present) or 'none'}, "
