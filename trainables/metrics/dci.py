@@ -7,11 +7,13 @@ importance; completeness does the same for each factor's 1 - entropy(R[:, k])
 (base D). Informativeness is the classifiers' mean accuracy (the reference
 reports accuracies under this name, not errors).
 
-The K fits are independent and each takes seconds to minutes, so they run in
-parallel processes (joblib's default backend): the boosting loop runs Python
-between trees and would serialise on the GIL in threads. The factors with the
-most classes (one tree per class and stage) start first, so the slowest fit
-is not left to run alone at the end.
+The classifier is `backend`: "exact" (default) is `boosting.ExactBoosting`,
+scikit-learn's trees rebuilt with numpy; "sklearn" is scikit-learn's own
+`GradientBoostingClassifier`, kept to check the other against. The K fits are
+independent, so they run in parallel processes (joblib's default backend;
+scikit-learn's boosting loop runs Python between trees and would serialise
+on the GIL in threads), the factors with the most classes (one tree per class
+and stage) first, so the slowest fit is not left to run alone at the end.
 
 Deliberate differences from the reference: none in the definition. The
 classifiers get a fixed random_state drawn from `rng` (the reference leaves
@@ -28,8 +30,10 @@ from joblib import Parallel, delayed
 from sklearn.ensemble import GradientBoostingClassifier
 
 from trainables.metrics._common import as_splits, require_varied, resolve_n_jobs, seed_from
+from trainables.metrics.boosting import ExactBoosting
 
 METRIC = "DCI"
+BACKENDS = ("exact", "sklearn")
 
 
 def dci(
@@ -39,8 +43,11 @@ def dci(
     factors_test: np.ndarray,
     rng: np.random.Generator,
     n_jobs: int | None = None,
+    backend: str = "exact",
 ) -> dict[str, float]:
     """DCI scores from one gradient-boosted classifier per factor; n_jobs=None uses every core."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{METRIC}: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     codes_train, factors_train, codes_test, factors_test = as_splits(
         codes_train, factors_train, codes_test, factors_test, METRIC
     )
@@ -56,7 +63,8 @@ def dci(
     num_classes = [np.unique(factors_train[:, k]).size for k in range(num_factors)]
     order = np.argsort(num_classes, kind="stable")[::-1]
     fits = Parallel(n_jobs=resolve_n_jobs(n_jobs))(
-        delayed(_fit_factor)(codes_train, factors_train[:, k], codes_test, factors_test[:, k], seed) for k in order
+        delayed(_fit_factor)(codes_train, factors_train[:, k], codes_test, factors_test[:, k], seed, backend)
+        for k in order
     )
     importance = np.zeros((num_latents, num_factors))
     train_accuracy, test_accuracy = np.zeros(num_factors), np.zeros(num_factors)
@@ -97,9 +105,11 @@ def _fit_factor(
     codes_test: np.ndarray,
     factor_test: np.ndarray,
     seed: int,
+    backend: str,
 ) -> tuple[np.ndarray, float, float]:
     """One factor's importances over the latents and the classifier's train and test accuracy."""
-    model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factor_train)
+    classifier = ExactBoosting if backend == "exact" else GradientBoostingClassifier
+    model = classifier(random_state=seed).fit(codes_train, factor_train)
     return (
         np.abs(model.feature_importances_),
         float(np.mean(model.predict(codes_train) == factor_train)),
