@@ -165,7 +165,13 @@ def report(
     sweep: SweepArg,
     by: ByOpt = "disent/mig",
     mode: ModeOpt = "max",
-    out: Annotated[Optional[Path], typer.Option(help="report folder; default: <sweep folder>/report")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="report folder, new or empty or made by an earlier report (only its files are replaced and "
+            "logged); default: <sweep folder>/report"
+        ),
+    ] = None,
     storage: StorageOpt = Path("./sweeps"),
     tracking_uri: TrackingOpt = None,
 ) -> None:

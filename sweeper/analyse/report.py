@@ -1,14 +1,21 @@
 """`sweeper report`: the whole sweep on one page, next to its figures and its results table.
 
 After a selection (sweeper.analyse.tagging), the report writes the Parquet table,
-the figures and one self-contained HTML page into a folder and logs that
-folder to the sweep's parent run under `report/`. Whatever cannot be made (a
+the figures and one self-contained HTML page into a folder and logs those
+files to the sweep's parent run under `report/`. Whatever cannot be made (a
 failed trial, a missing checkpoint) is listed at the top of the page instead
 of stopping the report.
+
+The folder is the report's own: it is created by the report (or is empty),
+and a marker file lists what the report wrote. A later report into it deletes
+only those files and logs only what it writes itself, so nothing a user put
+there (a `.env`, figures of their own) is ever uploaded to the run, where
+every reader of the experiment could read it, or deleted.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -24,13 +31,15 @@ from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.results import SweepRef, metric_names, write_parquet
 from sweeper.analyse.selection import Pick, Picks
 from sweeper.analyse.tagging import Selection
-from sweeper.errors import EnvironmentProblem
+from sweeper.errors import ConfigError, EnvironmentProblem
 from sweeper.tags import PICK_ROLE_TAG, REPORT_ARTIFACTS
 from trainables.trial import ModelSpec
 
 RECONSTRUCTED = 8  # observations shown with their reconstructions
 SWEEP_TERMS = ("recon", "kl")  # in the rate-distortion figure; the score panels show the rest
 KL_LATENT = re.compile(r"kl/\d+")
+REPORT_MARKER = ".sweeper-report.json"  # in a report folder: the names of the files the report wrote
+MAX_MARKER_BYTES = 1 << 20
 
 
 def report_folder(ref: SweepRef) -> Path:
@@ -39,11 +48,9 @@ def report_folder(ref: SweepRef) -> Path:
 
 
 def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Callable[[str], None] = print) -> Path:
-    """Write the Parquet table, every figure and report.html into `out`, log `out` to the parent run,
-    and return the page's path."""
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("model_*.png"):  # the figures of models an earlier report picked
-        stale.unlink()
+    """Write the Parquet table, every figure and report.html into `out` (a folder of the report's own),
+    log those files to the parent run, and return the page's path."""
+    _claim_folder(out)
     picks, problems = chosen.picks, list(chosen.problems)
     done = selection.finished(chosen.table)
     scores = selection.score_names(done)
@@ -66,13 +73,56 @@ def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Calla
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
-    echo(f"logging {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/")
+    written = [out / "results.parquet", *figures.values(), *models, path]
+    _write_marker(out, written)
+    echo(f"logging {len(written)} files of {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/")
     try:
-        client.log_artifacts(chosen.ref.parent_run_id, str(out), artifact_path=REPORT_ARTIFACTS)
+        for file in written:
+            client.log_artifact(chosen.ref.parent_run_id, str(file), artifact_path=REPORT_ARTIFACTS)
     except Exception as exc:  # noqa: BLE001 - any artifact store failure: the report itself is written
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EnvironmentProblem(f"report written to {path}, but not logged to the parent run: {reason}") from exc
     return path
+
+
+def _claim_folder(out: Path) -> None:
+    """Create `out`, or take back the folder of an earlier report: delete only the files it wrote.
+
+    A folder that exists, is not empty and holds no marker was not made by a report: refused."""
+    marker = out / REPORT_MARKER
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, not a folder")
+    if out.is_dir() and not marker.is_file() and any(out.iterdir()):
+        raise ConfigError(
+            f"--out {out}: the folder exists and was not made by `sweeper report` (no {REPORT_MARKER}); "
+            "give a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _written_before(marker):
+        (out / name).unlink(missing_ok=True)
+    _write_marker(out, [])  # from now on the folder is the report's, even if this report stops half-way
+
+
+def _written_before(marker: Path) -> list[str]:
+    """The file names an earlier report listed in its marker: plain names inside the folder only."""
+    if not marker.is_file():
+        return []
+    try:
+        if marker.stat().st_size > MAX_MARKER_BYTES:
+            raise ValueError(f"larger than {MAX_MARKER_BYTES} bytes")
+        names = json.loads(marker.read_text(encoding="utf-8"))["written"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("'written' is not a list of file names")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{marker}: not a marker written by `sweeper report` ({exc})") from None
+    bad = [n for n in names if Path(n).name != n or n in ("", ".", "..", REPORT_MARKER)]
+    if bad:
+        raise ConfigError(f"{marker}: lists names that are not files of the folder: {bad[:3]}")
+    return [n for n in names if (marker.parent / n).is_file() and not (marker.parent / n).is_symlink()]
+
+
+def _write_marker(out: Path, written: list[Path]) -> None:
+    (out / REPORT_MARKER).write_text(json.dumps({"written": sorted(p.name for p in written)}) + "\n", encoding="utf-8")
 
 
 def _kl_names(table: pa.Table) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from sweeper.analyse.report import REPORT_MARKER
 from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.udr import udr_within_configurations
 from sweeper.cli import app
@@ -35,6 +36,11 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
     return {Path(a.path).name for a in client.list_artifacts(run_id, path)}
 
 
+def written_by_report(out: Path) -> set[str]:
+    """The files of a report folder the report wrote: all but its marker."""
+    return {p.name for p in out.iterdir()} - {REPORT_MARKER}
+
+
 # -- UDR from hand-made codes -------------------------------------------------------------
 
 
@@ -44,20 +50,25 @@ def test_udr_is_one_for_the_same_latents_and_low_for_unrelated_ones():
     kl = np.ones(5)
     same = {"a0": codes, "a1": -codes[:, ::-1] * 3, "a2": codes[:, [2, 0, 1, 4, 3]]}  # permuted, flipped, scaled
     unrelated = {f"b{i}": rng.normal(size=codes.shape) for i in range(3)}
-    encoded = {run: (c, kl) for run, c in {**same, **unrelated, "c0": codes}.items()}
+    # Two seeds: their pair score is symmetric, so UDR would give both the same value.
+    pair = {"d0": codes, "d1": rng.normal(size=codes.shape)}
+    encoded = {run: (c, kl) for run, c in {**same, **unrelated, "c0": codes, **pair}.items()}
     table = pa.table(
         {
             "run_id": list(encoded),
-            "status": ["FINISHED"] * 7,
-            "beta": [1.0] * 3 + [8.0] * 3 + [16.0],
-            "capacity": [0.0] * 7,
+            "status": ["FINISHED"] * 9,
+            "beta": [1.0] * 3 + [8.0] * 3 + [16.0] + [32.0] * 2,
+            "capacity": [0.0] * 9,
         }
     )
     found = udr_within_configurations(table, encoded)
     assert [found.by_run[r] for r in same] == pytest.approx([1.0, 1.0, 1.0])
     assert max(found.by_run[r] for r in unrelated) < 0.2
-    assert "c0" not in found.by_run
-    assert found.problems == ["beta=16 C=0: 1 model(s) to compare, UDR needs 2"]
+    assert not {"c0", "d0", "d1"} & set(found.by_run)
+    assert [p.split(";")[0] for p in found.problems] == [
+        "beta=16 C=0: 1 model(s) to compare", "beta=32 C=0: 2 model(s) to compare"
+    ]
+    assert all("UDR needs at least 3 seeds" in p for p in found.problems)
 
 
 def test_html_escapes_text_and_marks_what_is_missing():
@@ -124,15 +135,48 @@ def test_report_tags_the_picks_and_logs_its_folder_to_the_parent_run(reported):
     assert tags[(8.0, 3)] == {}  # failed: never picked
     parent = client.get_run(record.parent_run_id)
     assert parent.data.tags["selected.by"] == "disent/mig (max)"
-    assert artifact_paths(client, record.parent_run_id, "report") == {p.name for p in out.iterdir()}
+    assert artifact_paths(client, record.parent_run_id, "report") == written_by_report(out)
 
 
 def test_udr_from_checkpoints_ranks_seeds_with_equal_weights_alike(reported):
     _, _, out = reported
     rows = pq.read_table(out / "results.parquet").to_pylist()
     udr = {(r["beta"], r["seed"]): r["udr"] for r in rows}
-    assert udr[(1.0, 0)] == udr[(1.0, 1)] == udr[(1.0, 2)] > udr[(8.0, 0)]
-    assert udr[(8.0, 1)] is None and udr[(8.0, 3)] is None
+    assert udr[(1.0, 0)] == udr[(1.0, 1)] == udr[(1.0, 2)] == pytest.approx(1.0)
+    # Beta 8 keeps two checkpoints (seed 1's is gone, seed 3 failed): too few seeds to rank by UDR.
+    assert udr[(8.0, 0)] is None and udr[(8.0, 2)] is None and udr[(8.0, 1)] is None and udr[(8.0, 3)] is None
+    assert "UDR needs at least 3 seeds" in (out / "report.html").read_text()
+
+
+# -- the report folder is the report's own ------------------------------------------------
+
+
+def test_report_refuses_a_folder_it_did_not_make_and_leaves_its_files_alone(workdir, make_sweep, two_by_three):
+    record = make_sweep(workdir, two_by_three(with_weights=False))
+    client = MlflowClient(record.tracking_uri)
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / ".env").write_text("AWS_SECRET_ACCESS_KEY=very-secret\n")
+    (mine / "model_of_my_own.png").write_bytes(b"not a report figure")
+    refused = runner.invoke(app, ["report", record.sweep_id, "--out", str(mine)])
+    assert refused.exit_code == 2, refused.output
+    assert f"--out {mine}: the folder exists and was not made by `sweeper report`" in refused.output
+    assert sorted(p.name for p in mine.iterdir()) == [".env", "model_of_my_own.png"]
+    assert artifact_paths(client, record.parent_run_id, "report") == set()
+
+    # A folder the report made: files put there later stay, and are not logged, on the next report.
+    out = workdir / "made"
+    first = runner.invoke(app, ["report", record.sweep_id, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    (out / ".env").write_text("AWS_SECRET_ACCESS_KEY=very-secret\n")
+    (out / "model_of_my_own.png").write_bytes(b"not a report figure")
+    again = runner.invoke(app, ["report", record.sweep_id, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert (out / ".env").read_text() == "AWS_SECRET_ACCESS_KEY=very-secret\n"
+    assert (out / "model_of_my_own.png").read_bytes() == b"not a report figure"
+    logged = artifact_paths(client, record.parent_run_id, "report")
+    assert "report.html" in logged and ".env" not in logged and "model_of_my_own.png" not in logged
+    assert logged == written_by_report(out) - {".env", "model_of_my_own.png"}
 
 
 # -- tags follow the picks ----------------------------------------------------------------
@@ -222,4 +266,4 @@ def test_report_on_a_real_sweep(smoke_report):
     for beta in (1.0, 8.0):
         mig = sorted((r["disent/mig"], r["seed"]) for r in table.to_pylist() if r["beta"] == beta)
         assert next(r["seed"] for r in medians if r["beta"] == beta) == mig[1][1]
-    assert artifact_paths(client, record["parent_run_id"], "report") == {p.name for p in out.iterdir()}
+    assert artifact_paths(client, record["parent_run_id"], "report") == written_by_report(out)
