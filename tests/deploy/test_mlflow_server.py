@@ -264,3 +264,5 @@ def test_the_server_answers_to_its_service_name_and_refuses_other_hosts(server):
     path = "/api/2.0/mlflow/experiments/search?max_results=1"
     assert server.call("GET", path, server.admin, host="mlflow:5000")[0] == 200
     assert server.call("GET", path, server.admin, host="attacker.example:5000")[0] == 403
+    # The kubelet's readiness probe comes with the pod's IP address; /health answers any host.
+    assert server.call("GET", "/health", host="10.1.2.3:5000")[0] == 200
