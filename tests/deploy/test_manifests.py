@@ -1,4 +1,5 @@
-"""The deployment files agree with the code: image, command, resources and environment."""
+"""The deployment files agree with the code (image, command, resources, environment) and ship no
+secret, no privilege and no exposure they do not need (the live server: test_mlflow_server.py)."""
 
 import configparser
 import re
@@ -159,7 +160,7 @@ def test_the_image_runs_as_a_fixed_non_root_uid_without_sudo():
     assert "/etc/sudoers" in as_root and "! grep -rqs NOPASSWD" in as_root
 
 
-@pytest.mark.parametrize("where, pod", pod_specs(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("where, pod", pod_specs(), ids=[where for where, _ in pod_specs()])
 def test_every_pod_runs_as_a_non_root_user_with_the_default_seccomp_profile(where, pod):
     security = pod.get("securityContext") or {}
     assert security.get("runAsNonRoot") is True, where
@@ -169,7 +170,7 @@ def test_every_pod_runs_as_a_non_root_user_with_the_default_seccomp_profile(wher
         assert security["runAsUser"] == image_uid(), where
 
 
-@pytest.mark.parametrize("where, container", containers(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("where, container", containers(), ids=[where for where, _ in containers()])
 def test_every_container_drops_every_capability_and_cannot_gain_privileges(where, container):
     security = container.get("securityContext") or {}
     assert security.get("allowPrivilegeEscalation") is False, where
@@ -191,19 +192,19 @@ def test_the_mlflow_server_postgres_and_the_sweep_user_job_have_a_read_only_root
 def test_the_auth_database_is_on_a_volume_of_its_own_that_is_never_served():
     database = Path(auth_ini()["database_uri"].removeprefix("sqlite:///"))
     assert auth_ini()["database_uri"].startswith("sqlite:////") and database.is_absolute()
-    deployment = by_kind(DEPLOY / "mlflow" / "kubernetes.yaml", "Deployment")["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in deployment["volumes"]}
-    compose_mounts = dict(m.split(":")[1::-1] for m in compose_services()["mlflow"]["volumes"])  # path -> source
+    artifacts = {}
     for where, (command, _) in mlflow_servers().items():
-        (artifacts,) = [Path(a.split("=", 1)[1]) for a in command if a.startswith("--artifacts-destination=")]
-        assert not database.is_relative_to(artifacts) and not artifacts.is_relative_to(database.parent), where
+        (artifacts[where],) = [Path(a.split("=", 1)[1]) for a in command if a.startswith("--artifacts-destination=")]
+        assert not database.is_relative_to(artifacts[where]) and not artifacts[where].is_relative_to(database.parent)
     # In both, the database's folder is a writable volume of its own, apart from the artifacts'.
-    (container,) = deployment["containers"]
-    mounts = {Path(m["mountPath"]): m for m in container["volumeMounts"]}
+    pod = by_kind(DEPLOY / "mlflow" / "kubernetes.yaml", "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {Path(m["mountPath"]): m for m in pod["containers"][0]["volumeMounts"]}
     auth_mount = mounts[database.parent]
     assert "persistentVolumeClaim" in volumes[auth_mount["name"]] and not auth_mount.get("readOnly")
-    assert volumes[auth_mount["name"]] != volumes[mounts[artifacts]["name"]]
-    assert compose_mounts[str(database.parent)] not in (compose_mounts[str(artifacts)], None)
+    assert volumes[auth_mount["name"]] != volumes[mounts[artifacts["kubernetes"]]["name"]]
+    compose_mounts = dict(m.split(":")[1::-1] for m in compose_services()["mlflow"]["volumes"])  # path -> source
+    assert compose_mounts[str(database.parent)] != compose_mounts[str(artifacts["compose"])]
 
 
 def test_no_password_is_written_in_any_shipped_file():
@@ -253,6 +254,14 @@ def test_compose_publishes_the_server_on_loopback_only_by_default():
             host, _, _ = default.rpartition(":")[0].rpartition(":")
             assert host == "127.0.0.1", f"compose {name}: {port}"
     assert "ports" not in compose_services()["postgres"]
+
+
+def test_the_compose_server_runs_as_the_image_user_without_privileges():
+    server = compose_services()["mlflow"]
+    assert server["user"].split(":")[0] == str(image_uid())
+    assert server["cap_drop"] == ["ALL"] and "no-new-privileges:true" in server["security_opt"]
+    assert server["read_only"] is True
+    assert "no-new-privileges:true" in compose_services()["postgres"]["security_opt"]
 
 
 def test_sweeps_log_as_a_user_of_their_own_never_the_admin():
