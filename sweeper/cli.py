@@ -225,7 +225,9 @@ def export(
     choice = Choice(by, mode == "max", median_seed, picks, tuple(run or ()))
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)
-        result = export_sweep(connect(ref.tracking_uri), ref, to, choice, force, register, alias, typer.echo)
+        result = export_sweep(
+            connect(ref.tracking_uri), ref, to, choice, force, register, alias, typer.echo, storage=storage
+        )
     except SweeperError as exc:
         _fail(exc)
     print_export(result, typer.echo)

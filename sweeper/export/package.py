@@ -42,7 +42,7 @@ from sweeper.errors import ConfigError, EnvironmentProblem
 from sweeper.export.card import model_card
 from sweeper.export.choose import Choice, choose
 from sweeper.export.registry import register_model
-from sweeper.record import RESOLVED_CONFIG
+from sweeper.record import RESOLVED_CONFIG, SWEEP_RECORD, SweepRecord
 from sweeper.tags import CONFIG_ARTIFACT, VERSION_PARAM_PREFIX
 from trainables import exported
 from trainables.exported import ExportError
@@ -301,6 +301,31 @@ def export_model(
 # -- the export ---------------------------------------------------------------------------
 
 
+def check_target(out: Path, ref: SweepRef, storage: Path | None) -> None:
+    """Refuse a target that is, holds or lies inside the sweep folder or a folder of sweeps (symlinks
+    resolved): replacing it with --force would delete the sweep, and an export inside it would mix with it.
+    A target whose parent is a file is refused here too."""
+    keep: dict[str, Path] = {}
+    if storage is not None:
+        keep["the storage folder"] = storage
+    if ref.folder is not None:
+        keep["the sweep folder"] = ref.folder
+        if (ref.folder / SWEEP_RECORD).is_file():
+            keep["the sweep's storage folder"] = Path(SweepRecord.read(ref.folder).storage)
+    target = out.resolve()
+    for what, folder in keep.items():
+        folder = folder.resolve()
+        if target == folder or folder.is_relative_to(target):
+            raise ConfigError(f"--to {out}: it holds {what} {folder}; export to a folder outside it")
+        if target.is_relative_to(folder):
+            raise ConfigError(f"--to {out}: it lies inside {what} {folder}; export to a folder outside it")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--to {out}: {parent} is a file, not a folder")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--to {out}: a file, not a folder")
+
+
 def export_sweep(
     client: MlflowClient,
     ref: SweepRef,
@@ -310,12 +335,15 @@ def export_sweep(
     register: str | None = None,
     alias: str | None = None,
     echo: Callable[[str], None] = print,
+    storage: Path | None = None,
 ) -> ExportResult:
     """Export the chosen models of the sweep into `out`, then register them if asked.
 
     Nothing is left at `out` (or next to it) when any step before the rename fails.
+    `storage` is the folder of sweeps the user named; `out` may hold neither it nor the sweep.
     """
     out = Path(out)
+    check_target(out, ref, storage)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; choose another folder or replace it with --force")
     if alias and not register:
@@ -330,8 +358,11 @@ def export_sweep(
     by_id = {run.info.run_id: run for run in runs}
     settings = sweep_settings(client, ref)
     done = selection.finished(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"--to {out}: cannot create a folder there ({exc.strerror or exc})") from None
     result = ExportResult(out)
     try:
         index = []

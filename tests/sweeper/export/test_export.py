@@ -216,3 +216,34 @@ def test_a_truncated_checkpoint_is_named(trained, tmp_path):
     row = {"checkpoint": str(copy), "beta": 8.0, "capacity": 0.0, "seed": 0, "run_id": "r1"}
     with pytest.raises(EnvironmentProblem, match=f"{weights}: not a readable safetensors file"):
         read_checkpoint(row)
+
+
+def test_force_never_replaces_the_storage_or_the_sweep_folder(sweep, tmp_path):
+    folder, record, _ = sweep
+    storage = folder / "sweeps"
+    link = tmp_path / "link"
+    link.symlink_to(storage)
+    before = sorted(p.relative_to(storage) for p in storage.rglob("*"))
+    targets = {
+        storage: "it holds the storage folder",
+        folder: "it holds the storage folder",
+        storage / SWEEP: "it lies inside the storage folder",
+        link: "it holds the storage folder",  # a symlink to it, resolved
+        storage / SWEEP / "models": "it lies inside the storage folder",
+        link / SWEEP / "models": "it lies inside the storage folder",
+    }
+    for target, message in targets.items():
+        result = export(sweep, target, "--force")
+        assert result.exit_code == 2, (target, result.output)
+        assert f"--to {target}: {message}" in result.output and "export to a folder outside it" in result.output
+    assert sorted(p.relative_to(storage) for p in storage.rglob("*")) == before
+    assert leftovers(tmp_path) == [] and leftovers(folder) == []
+
+
+def test_a_target_under_a_file_is_a_clear_error(sweep, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    result = export(sweep, afile / "sub")
+    assert result.exit_code == 2, result.output
+    assert f"--to {afile / 'sub'}: {afile} is a file, not a folder" in result.output
+    assert afile.read_text() == "not a folder"
