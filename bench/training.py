@@ -1,18 +1,23 @@
-"""Training speed and memory: images/s, achieved GFLOP/s against the matmul rate, peak RSS.
+"""Training speed and memory: images/s, achieved GFLOP/s against the matmul rate, peak RSS,
+and a pack of seeds trained as one stacked model against as many single trials.
 
-The step is measured with the project's own `Trainer` (the code a trial
-runs), after a warm-up long enough for denormal floats to appear in the
-convolution backward pass, so the figure is the steady state of a long
+The step is measured with the project's own `Trainer` and `PackTrainer` (the
+code a trial runs), after a warm-up long enough for denormal floats to appear
+in the convolution backward pass, so the figure is the steady state of a long
 training and not its fast first minute. FLOPs per image are counted once with
-`torch.utils.flop_counter` on a forward and backward pass.
+`torch.utils.flop_counter` on a forward and backward pass. The pack and its
+single trials are measured in one process, in alternating windows, so that
+load from elsewhere on the machine falls on both.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -20,10 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.machine import matmul_gflops
 from trainables.model import BetaVAE
 from trainables.objective import beta_vae_loss
+from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 
 BATCH = 64
+LARGE_BATCH = 256  # above glibc's largest mmap threshold per activation buffer: the page-fault case
+PACK = 5
 PUBLIC_TRAINER_GFLOPS = 33.0  # a widely used public PyTorch beta-VAE trainer on this kind of machine
 
 GPU_POINTER = (
@@ -47,6 +55,34 @@ def images_per_second(threads: int, warmup_steps: int, window_steps: int, window
     trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
     trainer.train(warmup_steps)
     return [trainer.train(window_steps)["images_per_sec"] for _ in range(windows)]
+
+
+def large_batch(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], float]:
+    """Images/s of windows at LARGE_BATCH, and the minor page faults per step over them."""
+    settings = TrialSettings.model_validate({"training": {"batch_size": LARGE_BATCH, "threads": threads}})
+    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+    trainer.train(warmup)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rates = [trainer.train(window)["images_per_sec"] for _ in range(windows)]
+    return rates, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (window * windows)
+
+
+def pack_against_singles(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
+    """Images/s per model of a pack of PACK seeds and of PACK single trials trained in turn, window by window."""
+    settings = TrialSettings.model_validate({"training": {"batch_size": BATCH, "threads": threads}})
+    pack = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(PACK))
+    singles = [Trainer(settings, beta=4.0, capacity=0.0, seed=seed) for seed in range(PACK)]
+    pack.train(warmup)
+    for trainer in singles:
+        trainer.train(warmup)
+    packed, single = [], []
+    for _ in range(windows):
+        packed.append(pack.train(window).images_per_sec / PACK)
+        start = time.perf_counter()
+        for trainer in singles:
+            trainer.train(window)
+        single.append(window * BATCH / (time.perf_counter() - start))  # PACK models' images / time / PACK
+    return packed, single
 
 
 _PEAK_SCRIPT = """
@@ -79,6 +115,9 @@ def run(quick: bool) -> str:
     achieved = rate * flops / 1e9
     matmul = statistics.mean([matmul_before, matmul_after])
     peak = peak_memory_mib(20 if quick else 200)
+    large, faults = large_batch(threads, 5 if quick else 20, 10 if quick else 20, windows)
+    pack_warmup, pack_window = (5, 10) if quick else (50, 50)
+    packed, single = pack_against_singles(threads, pack_warmup, pack_window, windows)
     lines = [
         "## Training step (CPU)",
         "",
@@ -96,6 +135,20 @@ def run(quick: bool) -> str:
         f"| fraction of the matmul rate | {achieved / matmul:.1%} |",
         f"| public trainer on this kind of machine | about {PUBLIC_TRAINER_GFLOPS:.0f} GFLOP/s (17% of about 200) |",
         f"| peak memory of one training process ({20 if quick else 200} steps, 1 thread) | {peak:.0f} MiB |",
+        f"| batch {LARGE_BATCH} | {statistics.median(large):.0f} images/s "
+        f"(windows: {', '.join(f'{r:.0f}' for r in large)}), {faults:.1f} minor page faults per step |",
+        "",
+        f"A pack of {PACK} seeds trained as one stacked model (`search.pack_seeds`) against {PACK} single trials "
+        f"trained in turn in the same process, batch {BATCH} per model, {threads} torch threads; {pack_warmup} "
+        f"warm-up steps each, then {windows} alternating windows of {pack_window} steps; images/s per model:",
+        "",
+        "| trials | images/s per model (median) | windows |",
+        "|---|---|---|",
+        f"| pack of {PACK} | {statistics.median(packed):.0f} | {', '.join(f'{r:.0f}' for r in packed)} |",
+        f"| {PACK} single trials | {statistics.median(single):.0f} | {', '.join(f'{r:.0f}' for r in single)} |",
+        "",
+        "On a CPU the step is arithmetic-bound, which no arrangement of the models removes: a pack is for GPUs, "
+        "where one model's kernels are too small to fill the card.",
         "",
         GPU_POINTER,
     ]
