@@ -11,7 +11,11 @@ An exported model is a folder:
 `load_exported` verifies every file against the manifest, reads the weights
 with safetensors and checks them against the config before building the
 model, so a corrupted, truncated or mismatched file is an `ExportError` that
-names the file. Only torch, numpy, safetensors and the standard library are
+names the file. A folder may come from anyone: every size is bounded and
+checked before a file is read or a model allocated, and no name (in the
+manifest or index.json) nor symlink may lead outside the folder.
+
+Only torch, numpy, safetensors and the standard library are
 imported here: code that uses an exported model needs neither Ray nor MLflow.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +47,11 @@ TRAVERSAL_FILE = "traversal.png"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.json"  # in an export folder of several models: their folder names
 REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE)
+MAX_JSON_BYTES = 16 << 20  # config, metrics, manifest, index: a few kilobytes when written here
+MAX_FILE_BYTES = 4 << 30  # weights of the largest model the settings allow are far below
+MAX_LATENT_DIM = 1024  # as trainables.settings allows
+MAX_CHANNELS = 4
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 
 
@@ -105,25 +115,71 @@ def save_exported(folder: str | Path, weights: Mapping[str, torch.Tensor], confi
 # -- checking -----------------------------------------------------------------------------
 
 
+def inside(folder: Path, name: str, what: Path) -> Path:
+    """`folder / name`, refused unless it stays in `folder`: no absolute name, no '..', no symlink
+    anywhere on the way. `what` is the file that gave the name, for the message."""
+    path = folder / name
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ExportError(f"{what}: names a file outside the folder: {name!r}")
+    for step in (folder.joinpath(*parts[: i + 1]) for i in range(len(parts))):
+        if step.is_symlink():
+            raise ExportError(f"{what}: {name!r} is a symlink ({step}); an exported folder holds plain files")
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ExportError(f"{what}: names a file outside the folder: {name!r}")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of at most MAX_JSON_BYTES (checked before reading), not a symlink; NaN and Infinity refused."""
+    if path.is_symlink():
+        raise ExportError(f"{path}: a symlink; an exported folder holds plain files")
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ExportError(f"{path}: {size} bytes, more than the {MAX_JSON_BYTES} such a file may have")
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _manifest_entries(manifest_path: Path, manifest: Any) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, bytes) of the manifest, every value checked for its type and range."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ExportError(f"{manifest_path}: not a valid manifest (no object 'files')")
+    entries = {}
+    for name, entry in files.items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ExportError(f"{manifest_path}: files.{name}.sha256 = {digest!r} is not a sha256 hex digest")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
+            raise ExportError(
+                f"{manifest_path}: files.{name}.bytes = {size!r} is not a size from 0 to {MAX_FILE_BYTES}"
+            )
+        entries[name] = (digest, size)
+    return entries
+
+
 def verify_manifest(folder: str | Path) -> dict[str, Any]:
-    """Every file the manifest lists exists with its size and sha256; the required files are listed."""
+    """Every file the manifest lists exists inside the folder with its size and sha256; the required
+    files are listed. Sizes are compared before any file is read."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ExportError(f"{manifest_path}: missing; {folder} is not an exported model")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        entries = {str(name): (str(entry["sha256"]), int(entry["bytes"])) for name, entry in files.items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ExportError(f"{manifest_path}: not a valid manifest ({type(exc).__name__}: {exc})") from None
+    manifest = read_json(manifest_path)
+    entries = _manifest_entries(manifest_path, manifest)
     for name in REQUIRED_FILES:
         if name not in entries:
             raise ExportError(f"{manifest_path}: does not list {name}")
     for name, (expected, size) in entries.items():
-        path = folder / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ExportError(f"{manifest_path}: lists a file outside the folder: {name!r}")
+        path = inside(folder, name, manifest_path)
         if not path.is_file():
             raise ExportError(f"{path}: missing, though {MANIFEST_FILE} lists it")
         actual_size = path.stat().st_size
@@ -139,14 +195,12 @@ def verify_manifest(folder: str | Path) -> dict[str, Any]:
 
 def check_fits(config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> BetaVAE:
     """A BetaVAE built from the config, refusing weights whose names or shapes it does not have."""
-    try:
-        spec = config["model"]
-        latent_dim, channels = int(spec["latent_dim"]), int(spec.get("channels", 1))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ExportError(f"{CONFIG_FILE}: no valid model.latent_dim / model.channels ({exc})") from None
-    if latent_dim < 1 or channels < 1:
-        raise ExportError(f"{CONFIG_FILE}: model.latent_dim={latent_dim}, model.channels={channels} must be >= 1")
-    model = BetaVAE(latent_dim, channels)
+    spec = config.get("model")
+    if not isinstance(spec, Mapping):
+        raise ExportError(f"{CONFIG_FILE}: no object 'model'")
+    latent_dim = _size(spec, "latent_dim", None, MAX_LATENT_DIM)
+    channels = _size(spec, "channels", 1, MAX_CHANNELS)
+    model = BetaVAE(latent_dim, channels)  # small: both sizes are bounded
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in weights.items()}
     missing, extra = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
@@ -169,6 +223,14 @@ def check_fits(config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -
     if bad:
         raise ExportError(f"{WEIGHTS_FILE}: tensors not finite floats: {bad[:3]}")
     return model
+
+
+def _size(spec: Mapping[str, Any], key: str, default: int | None, most: int) -> int:
+    """model.<key> of config.json: an integer from 1 to `most` (a bool or float is not one)."""
+    value = spec.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ExportError(f"{CONFIG_FILE}: model.{key} = {repr(value)[:40]} must be an integer from 1 to {most}")
+    return value
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -238,21 +300,22 @@ def model_folder(path: str | Path) -> Path:
     path = Path(path)
     if (path / MANIFEST_FILE).is_file() or not (path / INDEX_FILE).is_file():
         return path
+    index_path = path / INDEX_FILE
     try:
-        models = json.loads((path / INDEX_FILE).read_text(encoding="utf-8"))["models"]
-        names = [str(m["folder"]) for m in models]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{path / INDEX_FILE}: not a valid index ({exc})") from None
+        names = [m["folder"] for m in read_json(index_path)["models"]]
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError("a folder name is not a string")
+    except (KeyError, TypeError) as exc:
+        raise ExportError(f"{index_path}: not a valid index ({type(exc).__name__}: {exc})") from None
     if len(names) != 1:
-        raise ExportError(f"{path} holds {len(names)} models ({', '.join(names)}); load one of its folders")
-    return path / names[0]
+        raise ExportError(f"{path} holds {len(names)} models ({', '.join(names[:10])}); load one of its folders")
+    if Path(names[0]).name != names[0]:
+        raise ExportError(f"{index_path}: models.0.folder = {names[0]!r} is not a folder of {path}")
+    return inside(path, names[0], index_path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+    value = read_json(path)
     if not isinstance(value, dict):
         raise ExportError(f"{path}: expected a JSON object")
     return value

@@ -75,7 +75,9 @@ def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Calla
     path.write_text(page, encoding="utf-8")
     written = [out / "results.parquet", *figures.values(), *models, path]
     _write_marker(out, written)
-    echo(f"logging {len(written)} files of {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/")
+    echo(
+        f"logging {len(written)} files of {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/"
+    )
     try:
         for file in written:
             client.log_artifact(chosen.ref.parent_run_id, str(file), artifact_path=REPORT_ARTIFACTS)

@@ -1,6 +1,7 @@
 """Exported model folders: exact round trip, and every corrupted or mismatched file refused by name."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def test_a_corrupted_or_missing_manifest_is_named(folder_and_model):
     folder, _ = folder_and_model
     manifest = folder / exported.MANIFEST_FILE
     manifest.write_text(manifest.read_text()[:-20])
-    with pytest.raises(ExportError, match="manifest.json: not a valid manifest"):
+    with pytest.raises(ExportError, match="manifest.json: not valid JSON"):
         load_exported(folder)
     manifest.unlink()
     with pytest.raises(ExportError, match="manifest.json: missing"):
@@ -134,3 +135,92 @@ def test_loading_needs_neither_ray_nor_mlflow():
     code = "import sys, trainables.exported; print(sorted(m for m in ('ray', 'mlflow', 'sweeper') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- folders from anyone: checked before anything is allocated or read outside them ----------
+
+
+def rewrite(folder: Path, name: str, change) -> None:
+    """Change a JSON file of the folder, then re-make the manifest so only the change is wrong."""
+    path = folder / name
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+    if name != exported.MANIFEST_FILE:
+        write_manifest(folder)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(2**40, "1099511627776"), (0, "0"), (2.5, "2.5"), (True, "True"), ("3", "'3'"), (None, "None")],
+)
+def test_a_latent_size_out_of_bounds_is_refused_before_a_model_is_built(folder_and_model, value, shown):
+    folder, _ = folder_and_model
+    rewrite(folder, exported.CONFIG_FILE, lambda c: c["model"].update(latent_dim=value))
+    message = rf"config.json: model.latent_dim = {re.escape(shown)} must be an integer from 1 to 1024"
+    with pytest.raises(ExportError, match=message):
+        load_exported(folder)
+
+
+def test_channels_out_of_bounds_are_refused(folder_and_model):
+    folder, _ = folder_and_model
+    rewrite(folder, exported.CONFIG_FILE, lambda c: c["model"].update(channels=10**6))
+    with pytest.raises(ExportError, match="config.json: model.channels = 1000000 must be an integer from 1 to 4"):
+        load_exported(folder)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"bytes": float("inf")}, r"not valid JSON \(Infinity is not a number JSON allows\)"),
+        ({"bytes": 1e300}, r"files.model.safetensors.bytes = 1e\+300 is not a size from 0 to"),
+        ({"bytes": -1}, "files.model.safetensors.bytes = -1 is not a size from 0 to"),
+        ({"bytes": 2**62}, f"files.model.safetensors.bytes = {2**62} is not a size from 0 to"),
+        ({"sha256": ["x"]}, r"files.model.safetensors.sha256 = \['x'\] is not a sha256 hex digest"),
+    ],
+)
+def test_a_manifest_with_absurd_values_is_named_with_its_key(folder_and_model, entry, message):
+    folder, _ = folder_and_model
+    rewrite(folder, exported.MANIFEST_FILE, lambda m: m["files"][exported.WEIGHTS_FILE].update(entry))
+    with pytest.raises(ExportError, match=rf"manifest.json: .*{message}"):
+        load_exported(folder)
+
+
+def test_an_oversized_json_file_is_refused_before_it_is_read(folder_and_model, monkeypatch):
+    folder, _ = folder_and_model
+    monkeypatch.setattr(exported, "MAX_JSON_BYTES", 100)
+    with pytest.raises(ExportError, match=r"manifest.json: \d+ bytes, more than the 100 such a file may have"):
+        load_exported(folder)
+
+
+def test_names_and_symlinks_leading_out_of_the_folder_are_refused(tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not part of any export")
+    folder, _ = make_folder(tmp_path / "out" / "only")
+    index = tmp_path / "out" / exported.INDEX_FILE
+    for name in ("../../secret.txt", "/etc", "only/../.."):
+        exported.write_json(index, {"models": [{"folder": name}]})
+        refused = r"index.json: (models.0.folder = .* is not a folder of|names a file outside)"
+        with pytest.raises(ExportError, match=refused):
+            load_exported(tmp_path / "out")
+    (tmp_path / "out" / "elsewhere").symlink_to(tmp_path)
+    exported.write_json(index, {"models": [{"folder": "elsewhere"}]})
+    with pytest.raises(ExportError, match="index.json: 'elsewhere' is a symlink"):
+        load_exported(tmp_path / "out")
+
+    # A manifest listing a file through a symlink, or outside the folder.
+    (folder / "peek").symlink_to(outside)
+    manifest = json.loads((folder / exported.MANIFEST_FILE).read_text())
+    for name in ("peek", "../../secret.txt"):
+        files = {**manifest["files"], name: {"sha256": "0" * 64, "bytes": outside.stat().st_size}}
+        (folder / exported.MANIFEST_FILE).write_text(json.dumps({**manifest, "files": files}))
+        with pytest.raises(ExportError, match=r"manifest.json: ('peek' is a symlink|names a file outside)"):
+            load_exported(folder)
+    # The weights themselves replaced by a symlink to a copy elsewhere: refused, not followed.
+    (folder / "peek").unlink()
+    (folder / exported.MANIFEST_FILE).write_text(json.dumps(manifest))
+    moved = tmp_path / "weights.safetensors"
+    (folder / exported.WEIGHTS_FILE).rename(moved)
+    (folder / exported.WEIGHTS_FILE).symlink_to(moved)
+    with pytest.raises(ExportError, match="manifest.json: 'model.safetensors' is a symlink"):
+        load_exported(folder)
