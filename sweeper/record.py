@@ -17,7 +17,8 @@ from sweeper.errors import EnvironmentProblem
 
 SWEEP_RECORD = "sweep.json"
 RESOLVED_CONFIG = "config.yaml"
-MAX_RECORD_BYTES = 1 << 20
+MAX_RECORD_BYTES = 16 << 20  # the state digests grow with the trials: a few hundred bytes each
+DIGEST_SCHEMES = ("sha256", "hmac-sha256")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class SweepRecord:
     storage: str
     created: float
     checkpoints: str | None = None  # the object-store URI holding Tune's side of the sweep, if not the folder
+    # Digests of the files Tune unpickles on resume, by name in the experiment folder, newest first;
+    # written by the driver as Tune writes them (sweeper.run.pickles), checked by `resume`.
+    state_digests: dict[str, list[str]] | None = None
+    state_digest_scheme: str | None = None  # one of DIGEST_SCHEMES
 
     def write(self, folder: Path) -> None:
         write_atomically(folder / SWEEP_RECORD, json.dumps(asdict(self), indent=2))
@@ -56,6 +61,7 @@ class SweepRecord:
                     raise ValueError(f"{name} is not a string")
             if not isinstance(record.created, (int, float)) or not isinstance(record.checkpoints, (str, type(None))):
                 raise ValueError("created is not a number, or checkpoints not a string")
+            _check_digests(record)
         except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
             raise EnvironmentProblem(f"{path}: not a sweep record written by sweeper ({exc})") from None
         return record
@@ -71,6 +77,19 @@ class SweepRecord:
         if self.checkpoints:
             return f"{self.checkpoints}/{self.sweep_id}"
         return str(self.folder)
+
+
+def _check_digests(record: SweepRecord) -> None:
+    digests, scheme = record.state_digests, record.state_digest_scheme
+    if scheme is not None and scheme not in DIGEST_SCHEMES:
+        raise ValueError(f"state_digest_scheme {scheme!r} is not one of {DIGEST_SCHEMES}")
+    if digests is None:
+        return
+    if not isinstance(digests, dict) or not all(
+        isinstance(name, str) and isinstance(kept, list) and all(isinstance(d, str) for d in kept)
+        for name, kept in digests.items()
+    ):
+        raise ValueError("state_digests is not an object of file names to lists of digests")
 
 
 def write_atomically(path: Path, text: str) -> None:

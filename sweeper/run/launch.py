@@ -30,6 +30,7 @@ from sweeper.run.cluster import (
     start_ray,
 )
 from sweeper.run.datasets import with_dataset
+from sweeper.run.pickles import StateDigests, check_state
 from sweeper.run.progress import ProgressCallback
 from sweeper.tracking.callback import MLflowTrialCallback
 from sweeper.tracking.client import SweepTracking, connect, finish_tracking
@@ -102,7 +103,8 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
-        callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress]
+        digests = StateDigests(sweep_dir, record.experiment_path)  # of the state files resume will unpickle
+        callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress, digests]
         tuner = _new_tuner(config, trainable, sweep_dir, record.experiment_path, callbacks)
         results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
@@ -121,6 +123,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     from sweeper.config import load_config
 
     record = SweepRecord.read(sweep_dir)
+    check_state(record)  # before Tune unpickles anything of the folder
     config = load_config(sweep_dir / RESOLVED_CONFIG)
     address = config.ray_address(address)
     if address:
