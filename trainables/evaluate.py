@@ -52,13 +52,7 @@ import numpy as np
 import torch
 
 from trainables.data import unsupported_metrics
-from trainables.metrics.beta_vae import beta_vae_score
-from trainables.metrics.dci import dci
-from trainables.metrics.factor_vae import factor_vae_score
-from trainables.metrics.mig import mig
-from trainables.metrics.modularity import modularity_explicitness
-from trainables.metrics.sap import sap
-from trainables.metrics.unsupervised import unsupervised_scores
+from trainables.metrics import SPEC_BY_NAME, MetricInputs
 from trainables.model import BetaVAE
 from trainables.settings import METRIC_NAMES, EvalSettings
 
@@ -72,8 +66,6 @@ CPU_ENCODE_CHUNK = 64  # encoder forward size on CPU: per image, 16 to 64 cost t
 MIN_FORWARD_ROWS = 16
 MAX_GRID_CELLS = 1 << 26  # a bigger factor grid would not fit a dense cache
 
-SHARED_METRICS = ("mig", "dci", "sap", "modularity", "unsupervised")  # read the shared train sample
-TEST_SPLIT_METRICS = ("dci", "sap", "modularity")  # also read the shared test sample
 # One generator per use, in this order; new uses go at the end, so the others keep their numbers.
 STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci", "observations")
 
@@ -255,31 +247,22 @@ def run_metric(
     train: SharedSample | None,
     test: SharedSample | None,
     n_jobs: int | None,
+    dci_backend: str = "exact",
 ) -> dict[str, float]:
     """One metric's scores, from the evaluation's representation, streams and shared samples."""
-    if name == "beta_vae":
-        keys = ("batch_size", "num_train", "num_eval")
-        return beta_vae_score(represent, factor_sizes, streams["beta_vae"], **{k: sizes[k] for k in keys})
-    if name == "factor_vae":
-        keys = ("batch_size", "num_train", "num_eval", "num_variance_estimate")
-        return factor_vae_score(represent, factor_sizes, streams["factor_vae"], **{k: sizes[k] for k in keys})
-    if train is None:
-        raise ValueError(f"{name} reads the shared train sample, and none was given")
-    codes, factors = train.first(sizes["num_train"])
-    if name == "mig":
-        return mig(codes, factors, num_bins=sizes["num_bins"])
-    if name == "unsupervised":
-        return unsupervised_scores(codes, num_bins=sizes["num_bins"])
-    if test is None:
-        raise ValueError(f"{name} reads the shared test sample, and none was given")
-    test_codes, test_factors = test.first(sizes["num_test"])
-    if name == "dci":
-        return dci(codes, factors, test_codes, test_factors, streams["dci"], n_jobs=n_jobs)
-    if name == "sap":
-        return sap(codes, factors, test_codes, test_factors, n_jobs=n_jobs)
-    if name == "modularity":
-        return modularity_explicitness(codes, factors, test_codes, test_factors, num_bins=sizes["num_bins"])
-    raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+    inputs = MetricInputs(
+        represent=represent,
+        factor_sizes=factor_sizes,
+        rng=streams.get(name),
+        train=None if train is None else train.first,
+        test=None if test is None else test.first,
+        n_jobs=n_jobs,
+        dci_backend=dci_backend,
+    )
+    return spec.evaluate(inputs, sizes)
 
 
 def run_evaluation(
@@ -315,8 +298,8 @@ def run_evaluation(
             cache = CodeCache(model, dataset, generator=torch.Generator(device).manual_seed(seed))
         encoded_before = cache.encoded
         represent = cache.representation(settings.representation, streams["noise"])
-        shared = [name for name in selected if name in SHARED_METRICS]
-        split = [name for name in selected if name in TEST_SPLIT_METRICS]
+        shared = [name for name in selected if "train" in SPEC_BY_NAME[name].splits]
+        split = [name for name in selected if "test" in SPEC_BY_NAME[name].splits]
         num_train = max((settings.sizes(name)["num_train"] for name in shared), default=0)
         num_test = max((settings.sizes(name)["num_test"] for name in split), default=0)
         train = _sample(dataset, num_train, streams["train"], represent)
@@ -325,7 +308,10 @@ def run_evaluation(
         result = Evaluation()
         for name in selected:
             began, encode_before = time.perf_counter(), cache.encode_seconds
-            scores = run_metric(name, settings.sizes(name), represent, factor_sizes, streams, train, test, n_jobs)
+            sizes = settings.sizes(name)
+            scores = run_metric(
+                name, sizes, represent, factor_sizes, streams, train, test, n_jobs, settings.dci_backend
+            )
             result.scores.update({key: float(value) for key, value in scores.items()})
             encode_seconds = cache.encode_seconds - encode_before
             result.metric_seconds[name] = time.perf_counter() - began - encode_seconds

@@ -12,47 +12,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-METRIC_NAMES: tuple[str, ...] = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity", "unsupervised")
+from trainables.metrics import SPECS
+from trainables.metrics.dci import BACKENDS as DCI_BACKENDS
 
+# Every table about the metrics comes from their specs (`trainables.metrics.SPECS`).
+METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
 # Sample sizes of the reference study (see the metric definitions); `fast` is a tenth of them.
-REFERENCE_SIZES: dict[str, dict[str, int]] = {
-    "beta_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
-    "factor_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000},
-    "mig": {"num_train": 10000, "num_bins": 20},
-    "dci": {"num_train": 10000, "num_test": 5000},
-    "sap": {"num_train": 10000, "num_test": 5000},
-    "modularity": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
-    "unsupervised": {"num_train": 10000, "num_bins": 20},
-}
+REFERENCE_SIZES: dict[str, dict[str, int]] = {spec.name: spec.preset("reference") for spec in SPECS}
 # The scores each metric reports, as the trial names them under "disent/".
-METRIC_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "beta_vae": ("beta_vae_train", "beta_vae_eval"),
-    "factor_vae": ("factor_vae_train", "factor_vae_eval", "factor_vae_active_dims"),
-    "mig": ("mig",),
-    "dci": ("dci_disentanglement", "dci_completeness", "dci_informativeness_train", "dci_informativeness_test"),
-    "sap": ("sap",),
-    "modularity": ("modularity", "explicitness_train", "explicitness_test"),
-    "unsupervised": (
-        "gaussian_total_correlation",
-        "gaussian_wasserstein_correlation",
-        "gaussian_wasserstein_correlation_norm",
-        "mutual_info_score",
-    ),
+METRIC_OUTPUTS: dict[str, tuple[str, ...]] = {spec.name: spec.scores for spec in SPECS}
+PRESETS: dict[str, dict[str, dict[str, int]]] = {
+    preset: {spec.name: spec.preset(preset) for spec in SPECS} for preset in ("reference", "fast")
 }
 
 
 def metric_outputs(metric: str) -> tuple[str, ...]:
     return METRIC_OUTPUTS[metric]
-
-
-_UNSCALED = {"batch_size", "num_bins"}
-PRESETS: dict[str, dict[str, dict[str, int]]] = {
-    "reference": REFERENCE_SIZES,
-    "fast": {
-        metric: {key: (value if key in _UNSCALED else value // 10) for key, value in sizes.items()}
-        for metric, sizes in REFERENCE_SIZES.items()
-    },
-}
 
 
 class Strict(BaseModel):
@@ -124,6 +99,10 @@ class EvalSettings(Strict):
     metrics: tuple[Literal[METRIC_NAMES], ...] = METRIC_NAMES  # type: ignore[valid-type]
     overrides: dict[Literal[METRIC_NAMES], dict[str, int]] = {}  # type: ignore[valid-type]
     representation: Literal["mean", "sampled"] = "mean"
+    dci_backend: Literal[DCI_BACKENDS] = Field(  # type: ignore[valid-type]
+        "exact",
+        description="DCI's classifier: `exact` (scikit-learn's trees rebuilt with numpy, faster) or `sklearn`",
+    )
 
     @model_validator(mode="after")
     def _known_override_keys(self) -> EvalSettings:

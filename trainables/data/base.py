@@ -22,8 +22,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from trainables.metrics import SPECS
+
 # Metrics that draw factor vectors freely (one factor fixed) and so need every cell to exist.
-FULL_GRID_METRICS: tuple[str, ...] = ("beta_vae", "factor_vae")
+FULL_GRID_METRICS: tuple[str, ...] = tuple(spec.name for spec in SPECS if spec.needs_full_grid)
 
 
 class DataError(ValueError):

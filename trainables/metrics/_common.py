@@ -7,7 +7,8 @@ nan score or an opaque scikit-learn error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -121,3 +122,63 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 def seed_from(rng: np.random.Generator) -> int:
     """A scikit-learn random_state drawn from the metric's generator, so one seed fixes everything."""
     return int(rng.integers(2**31 - 1))
+
+
+Sample = Callable[[int], tuple[np.ndarray, np.ndarray]]
+"""The first n rows of a shared sample: (codes (n, D), factor class indices (n, K))."""
+
+UNSCALED_SIZES = frozenset({"batch_size", "num_bins"})  # sizes the `fast` preset keeps
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """Everything an evaluation offers a metric; each metric reads what its spec says it needs.
+
+    One calling convention for all metrics, as disentanglement_lib's
+    `evaluation_fn(ground_truth_data, representation_function, random_state)`.
+    """
+
+    represent: Represent
+    factor_sizes: tuple[int, ...]
+    rng: np.random.Generator | None = None  # the metric's own stream, for the metrics that draw
+    train: Sample | None = None  # the shared train sample
+    test: Sample | None = None  # the shared test sample
+    n_jobs: int | None = None  # parallel fits (DCI, SAP)
+    dci_backend: str = "exact"  # DCI's classifier: "exact" or "sklearn"
+
+    def split(self, name: str, metric: str) -> Sample:
+        sample = self.train if name == "train" else self.test
+        if sample is None:
+            raise ValueError(f"{metric} reads the shared {name} sample, and none was given")
+        return sample
+
+    def generator(self, metric: str) -> np.random.Generator:
+        if self.rng is None:
+            raise ValueError(f"{metric} draws random numbers, and no generator was given")
+        return self.rng
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What one metric is: its scores, its sample sizes, what it reads, and how it is called.
+
+    sizes are the reference study's; the `fast` preset is a tenth of each,
+    except batch sizes and bin counts. splits names the shared samples it
+    reads ("train", "test"); needs_full_grid: it draws factor vectors over the
+    whole grid and needs every cell of it.
+    """
+
+    name: str
+    scores: tuple[str, ...]
+    sizes: Mapping[str, int]
+    evaluate: Callable[[MetricInputs, Mapping[str, int]], dict[str, float]]
+    splits: tuple[str, ...] = ()
+    needs_full_grid: bool = False
+
+    def preset(self, preset: str) -> dict[str, int]:
+        """The sample sizes of a preset: "reference" or "fast"."""
+        if preset == "reference":
+            return dict(self.sizes)
+        if preset == "fast":
+            return {key: value if key in UNSCALED_SIZES else value // 10 for key, value in self.sizes.items()}
+        raise ValueError(f"unknown preset {preset!r}; known: reference, fast")

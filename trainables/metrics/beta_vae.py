@@ -23,15 +23,23 @@ accuracy, but they are not the same classifier.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from trainables.factors import sample_factors
-from trainables.metrics._common import Represent, encode, require_at_least, seed_from, varied_factor_sizes
+from trainables.metrics._common import (
+    MetricInputs,
+    MetricSpec,
+    Represent,
+    encode,
+    require_at_least,
+    seed_from,
+    varied_factor_sizes,
+)
 
 METRIC = "BetaVAE score"
+SCORES = ("beta_vae_train", "beta_vae_eval")
 
 
 def beta_vae_score(
@@ -43,6 +51,8 @@ def beta_vae_score(
     num_eval: int = 5000,
 ) -> dict[str, float]:
     """Train and eval accuracy of predicting the shared factor from mean |z1 - z2|."""
+    from sklearn.linear_model import LogisticRegression  # here, so that reading SPEC loads no scikit-learn
+
     sizes = varied_factor_sizes(factor_sizes, METRIC)
     if len(sizes) < 2:
         raise ValueError(f"{METRIC}: needs at least two factors to tell apart, got factor_sizes {sizes}")
@@ -55,10 +65,7 @@ def beta_vae_score(
         raise ValueError(f"{METRIC}: all {num_train} training points hold the same factor fixed; raise num_train")
     model = LogisticRegression(random_state=seed_from(rng)).fit(train_x, train_y)
     eval_x, eval_y = _points(represent, sizes, rng, batch_size, num_eval)
-    return {
-        "beta_vae_train": float(model.score(train_x, train_y)),
-        "beta_vae_eval": float(model.score(eval_x, eval_y)),
-    }
+    return dict(zip(SCORES, (float(model.score(train_x, train_y)), float(model.score(eval_x, eval_y)))))
 
 
 def _points(
@@ -78,3 +85,16 @@ def _points(
     codes = encode(represent, factors, METRIC)
     diffs = np.abs(codes[:num_pairs] - codes[num_pairs:])
     return diffs.reshape(num_points, batch_size, -1).mean(axis=1), labels
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    return beta_vae_score(inputs.represent, inputs.factor_sizes, inputs.generator(METRIC), **sizes)
+
+
+SPEC = MetricSpec(
+    name="beta_vae",
+    scores=SCORES,
+    sizes={"batch_size": 64, "num_train": 10000, "num_eval": 5000},
+    evaluate=_evaluate,
+    needs_full_grid=True,
+)

@@ -70,8 +70,6 @@ Either only matters where two splits tie to the last bit.
 from __future__ import annotations
 
 import numpy as np
-import scipy.special
-import scipy.stats
 
 FEATURE_THRESHOLD = np.float32(1e-7)
 EPSILON = float(np.finfo(np.float64).eps)
@@ -504,6 +502,10 @@ def _decide(pre, y, node, level, m, active, rank, count, origin) -> tuple[np.nda
         seen = np.cumsum(member, axis=1)
         at = np.array([np.searchsorted(seen[r], k) for r, k in zip(row, ne)], dtype=np.int64)
         s_left = running[row, at]
+        values = pre.xs[fp]
+        for r in np.flatnonzero(_jumps(values, member)):
+            mine = np.flatnonzero(row == r)
+            s_left[mine] = _jumped_sums(samples[r][member[r]], values[r][member[r]], y[tp[r]], node_sum[mine], ne[mine])
         s_right = node_sum - s_left
         n_all = count[te]
         proxy[several] = s_left * s_left / ne + s_right * s_right / (n_all - ne)
@@ -512,6 +514,38 @@ def _decide(pre, y, node, level, m, active, rank, count, origin) -> tuple[np.nda
     first = np.ones(t.size, dtype=bool)
     first[1:] = t[1:] != t[:-1]
     return t[first], f[first], n_left[first]
+
+
+def _jumps(values: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Rows where two consecutive member values lie within FEATURE_THRESHOLD (the search jumps over them)."""
+    compact = np.take_along_axis(values, np.argsort(~member, axis=1, kind="stable"), axis=1)
+    size = member.sum(axis=1)[:, None]
+    close = compact[:, 1:] <= compact[:, :-1] + FEATURE_THRESHOLD
+    return np.any(close & (np.arange(1, values.shape[1])[None, :] < size), axis=1)
+
+
+def _jumped_sums(samples, values, y, node_sum, n_left) -> np.ndarray:
+    """Left sums where the search jumps, as `RegressionCriterion.update` rounds them.
+
+    An update that moves further than the samples left on the right restarts
+    from the node's total and subtracts from the end; later updates add on.
+    """
+    size = samples.size
+    targets = y[samples]
+    split = 1 + np.flatnonzero(values[1:] > values[:-1] + FEATURE_THRESHOLD)  # n_left of every candidate
+    previous = np.concatenate([[0], split[:-1]])
+    backward = (split - previous) > (size - split)
+    out = np.empty(n_left.size)
+    for i, (k, total) in enumerate(zip(n_left, node_sum)):
+        at = int(np.searchsorted(split, k))
+        restarts = np.flatnonzero(backward[: at + 1])
+        if restarts.size == 0:
+            out[i] = np.cumsum(targets[:k])[-1]
+            continue
+        start = split[restarts[-1]]
+        from_end = np.cumsum(np.concatenate([[total], -targets[start:][::-1]]))[-1]
+        out[i] = np.cumsum(np.concatenate([[from_end], targets[start:k]]))[-1]
+    return out
 
 
 def _replay(draws, active, constant, known, rank, last) -> None:
@@ -545,7 +579,9 @@ class ExactBoosting:
         self.random_state = random_state
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> ExactBoosting:
-        from sklearn.utils import check_random_state
+        import scipy.special
+        import scipy.stats
+        from sklearn.utils import check_random_state  # imported here: reading dci.SPEC loads neither
 
         pre = _Presorted(_as_features(x))
         y = np.asarray(y).ravel()

@@ -24,16 +24,17 @@ is refused rather than scored nan.
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.stats
-from joblib import Parallel, delayed
-from sklearn.ensemble import GradientBoostingClassifier
+from collections.abc import Mapping
 
-from trainables.metrics._common import as_splits, require_varied, resolve_n_jobs, seed_from
+import numpy as np
+from joblib import Parallel, delayed
+
+from trainables.metrics._common import MetricInputs, MetricSpec, as_splits, require_varied, resolve_n_jobs, seed_from
 from trainables.metrics.boosting import ExactBoosting
 
 METRIC = "DCI"
 BACKENDS = ("exact", "sklearn")
+SCORES = ("dci_disentanglement", "dci_completeness", "dci_informativeness_train", "dci_informativeness_test")
 
 
 def dci(
@@ -70,17 +71,13 @@ def dci(
     train_accuracy, test_accuracy = np.zeros(num_factors), np.zeros(num_factors)
     for k, (factor_importance, train_k, test_k) in zip(order, fits):
         importance[:, k], train_accuracy[k], test_accuracy[k] = factor_importance, train_k, test_k
-    return {
-        "dci_disentanglement": disentanglement(importance),
-        "dci_completeness": completeness(importance),
-        "dci_informativeness_train": float(train_accuracy.mean()),
-        "dci_informativeness_test": float(test_accuracy.mean()),
-    }
+    scores = (disentanglement(importance), completeness(importance), train_accuracy.mean(), test_accuracy.mean())
+    return dict(zip(SCORES, map(float, scores)))
 
 
 def disentanglement(importance: np.ndarray) -> float:
     """Importance-weighted mean over latents of 1 - entropy of the latent's importances (base K)."""
-    per_latent = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
+    per_latent = 1.0 - _entropy(importance.T + 1e-11, base=importance.shape[1])
     weighting = _weighting(importance)
     weights = weighting.sum(axis=1) / weighting.sum()
     return float(np.sum(per_latent * weights))
@@ -88,10 +85,16 @@ def disentanglement(importance: np.ndarray) -> float:
 
 def completeness(importance: np.ndarray) -> float:
     """Importance-weighted mean over factors of 1 - entropy of the factor's importances (base D)."""
-    per_factor = 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+    per_factor = 1.0 - _entropy(importance + 1e-11, base=importance.shape[0])
     weighting = _weighting(importance)
     weights = weighting.sum(axis=0) / weighting.sum()
     return float(np.sum(per_factor * weights))
+
+
+def _entropy(distributions: np.ndarray, base: int) -> np.ndarray:
+    import scipy.stats  # imported here: reading SPEC loads no scipy.stats
+
+    return scipy.stats.entropy(distributions, base=base)
 
 
 def _weighting(importance: np.ndarray) -> np.ndarray:
@@ -108,10 +111,28 @@ def _fit_factor(
     backend: str,
 ) -> tuple[np.ndarray, float, float]:
     """One factor's importances over the latents and the classifier's train and test accuracy."""
-    classifier = ExactBoosting if backend == "exact" else GradientBoostingClassifier
+    if backend == "exact":
+        classifier = ExactBoosting
+    else:  # imported here: reading SPEC loads no scikit-learn
+        from sklearn.ensemble import GradientBoostingClassifier as classifier
     model = classifier(random_state=seed).fit(codes_train, factor_train)
     return (
         np.abs(model.feature_importances_),
         float(np.mean(model.predict(codes_train) == factor_train)),
         float(np.mean(model.predict(codes_test) == factor_test)),
     )
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    train = inputs.split("train", METRIC)(sizes["num_train"])
+    test = inputs.split("test", METRIC)(sizes["num_test"])
+    return dci(*train, *test, inputs.generator(METRIC), n_jobs=inputs.n_jobs, backend=inputs.dci_backend)
+
+
+SPEC = MetricSpec(
+    name="dci",
+    scores=SCORES,
+    sizes={"num_train": 10000, "num_test": 5000},
+    evaluate=_evaluate,
+    splits=("train", "test"),
+)

@@ -25,14 +25,22 @@ Deliberate differences from the reference:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from trainables.factors import sample_factors
-from trainables.metrics._common import Represent, encode, require_at_least, varied_factor_sizes
+from trainables.metrics._common import (
+    MetricInputs,
+    MetricSpec,
+    Represent,
+    encode,
+    require_at_least,
+    varied_factor_sizes,
+)
 
 METRIC = "FactorVAE score"
+SCORES = ("factor_vae_train", "factor_vae_eval", "factor_vae_active_dims")
 
 
 def factor_vae_score(
@@ -58,16 +66,13 @@ def factor_vae_score(
     global_variances = np.var(codes, axis=0, ddof=1)
     active = (np.sqrt(global_variances) >= prune_threshold) & (global_variances > 0)
     if not active.any():
-        return {"factor_vae_train": 0.0, "factor_vae_eval": 0.0, "factor_vae_active_dims": 0.0}
+        return dict.fromkeys(SCORES, 0.0)
 
     train_votes = _votes(represent, sizes, rng, batch_size, num_train, global_variances, active)
     classifier = np.argmax(train_votes, axis=1)
     eval_votes = _votes(represent, sizes, rng, batch_size, num_eval, global_variances, active)
-    return {
-        "factor_vae_train": _accuracy(train_votes, classifier),
-        "factor_vae_eval": _accuracy(eval_votes, classifier),
-        "factor_vae_active_dims": float(np.count_nonzero(active)),
-    }
+    scores = (_accuracy(train_votes, classifier), _accuracy(eval_votes, classifier), float(np.count_nonzero(active)))
+    return dict(zip(SCORES, scores))
 
 
 def _votes(
@@ -97,3 +102,16 @@ def _votes(
 def _accuracy(votes: np.ndarray, classifier: np.ndarray) -> float:
     """Share of the votes whose factor is the one the classifier assigns to their latent."""
     return float(votes[np.arange(votes.shape[0]), classifier].sum() / votes.sum())
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    return factor_vae_score(inputs.represent, inputs.factor_sizes, inputs.generator(METRIC), **sizes)
+
+
+SPEC = MetricSpec(
+    name="factor_vae",
+    scores=SCORES,
+    sizes={"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000},
+    evaluate=_evaluate,
+    needs_full_grid=True,
+)

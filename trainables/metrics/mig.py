@@ -16,11 +16,14 @@ floating-point rounding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from trainables.metrics._common import as_codes, as_factors, require_varied, top_two_gap
+from trainables.metrics._common import MetricInputs, MetricSpec, as_codes, as_factors, require_varied, top_two_gap
 
 METRIC = "MIG"
+SCORES = ("mig",)
 
 
 def discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
@@ -89,7 +92,7 @@ def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> dict[str,
         raise ValueError(f"{METRIC}: needs at least two latents to take a gap, got D={codes.shape[1]}")
     require_varied(factors, METRIC)
     mutual_info = discrete_mutual_info(discretize(codes, num_bins), factors)
-    return {"mig": float(np.mean(top_two_gap(mutual_info) / discrete_entropy(factors)))}
+    return dict(zip(SCORES, (float(np.mean(top_two_gap(mutual_info) / discrete_entropy(factors))),)))
 
 
 def _as_labels(labels: np.ndarray, name: str) -> np.ndarray:
@@ -118,3 +121,12 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _single_valued(counts: np.ndarray) -> np.ndarray:
     """Which columns, given by their padded label counts, hold a single label."""
     return np.count_nonzero(counts, axis=1) == 1
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    return mig(*inputs.split("train", METRIC)(sizes["num_train"]), num_bins=sizes["num_bins"])
+
+
+SPEC = MetricSpec(
+    name="mig", scores=SCORES, sizes={"num_train": 10000, "num_bins": 20}, evaluate=_evaluate, splits=("train",)
+)

@@ -29,14 +29,15 @@ mislabel:
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from collections.abc import Mapping
 
-from trainables.metrics._common import as_splits, require_varied
+import numpy as np
+
+from trainables.metrics._common import MetricInputs, MetricSpec, as_splits, require_varied
 from trainables.metrics.mig import discrete_mutual_info, discretize
 
 METRIC = "Modularity/explicitness"
+SCORES = ("modularity", "explicitness_train", "explicitness_test")
 
 
 def modularity_explicitness(
@@ -65,11 +66,7 @@ def modularity_explicitness(
             for k in range(factors_train.shape[1])
         ]
     )
-    return {
-        "modularity": modularity(mutual_info),
-        "explicitness_train": float(per_factor[:, 0].mean()),
-        "explicitness_test": float(per_factor[:, 1].mean()),
-    }
+    return dict(zip(SCORES, (modularity(mutual_info), float(per_factor[:, 0].mean()), float(per_factor[:, 1].mean()))))
 
 
 def modularity(mutual_info: np.ndarray) -> float:
@@ -88,6 +85,8 @@ def explicitness_per_factor(
     train_x: np.ndarray, factor_train: np.ndarray, test_x: np.ndarray, factor_test: np.ndarray
 ) -> tuple[float, float]:
     """Macro ROC AUC of a logistic regression's class probabilities, on the train and the test split."""
+    from sklearn.linear_model import LogisticRegression  # imported here: reading SPEC loads no scikit-learn
+
     model = LogisticRegression().fit(train_x, factor_train)
     return (
         _macro_auc(factor_train, model.predict_proba(train_x), model.classes_),
@@ -102,4 +101,21 @@ def _macro_auc(factor: np.ndarray, probabilities: np.ndarray, classes: np.ndarra
     scorable = (positives > 0) & (positives < len(factor))
     if not scorable.any():
         raise ValueError(f"{METRIC}: no class of a factor has both positives and negatives to score an AUC on")
+    from sklearn.metrics import roc_auc_score  # imported here: reading SPEC loads no scikit-learn
+
     return float(np.mean([roc_auc_score(one_hot[:, j], probabilities[:, j]) for j in np.flatnonzero(scorable)]))
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    train = inputs.split("train", METRIC)(sizes["num_train"])
+    test = inputs.split("test", METRIC)(sizes["num_test"])
+    return modularity_explicitness(*train, *test, num_bins=sizes["num_bins"])
+
+
+SPEC = MetricSpec(
+    name="modularity",
+    scores=SCORES,
+    sizes={"num_train": 10000, "num_test": 5000, "num_bins": 20},
+    evaluate=_evaluate,
+    splits=("train", "test"),
+)

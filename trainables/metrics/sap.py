@@ -19,13 +19,23 @@ problem the reference's dual solver solves (the optimum is unique).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.svm import LinearSVC
 
-from trainables.metrics._common import as_codes, as_splits, require_varied, resolve_n_jobs, top_two_gap
+from trainables.metrics._common import (
+    MetricInputs,
+    MetricSpec,
+    as_codes,
+    as_splits,
+    require_varied,
+    resolve_n_jobs,
+    top_two_gap,
+)
 
 METRIC = "SAP"
+SCORES = ("sap",)
 
 
 def sap(
@@ -49,7 +59,7 @@ def sap(
         for d, k in pairs
     )
     scores = np.array(accuracies).reshape(num_latents, num_factors)
-    return {"sap": float(np.mean(top_two_gap(scores)))}
+    return dict(zip(SCORES, (float(np.mean(top_two_gap(scores))),)))
 
 
 def sap_continuous(codes: np.ndarray, factor_values: np.ndarray) -> dict[str, float]:
@@ -81,6 +91,23 @@ def _single_latent_accuracy(
     latent_train: np.ndarray, factor_train: np.ndarray, latent_test: np.ndarray, factor_test: np.ndarray
 ) -> float:
     """Test accuracy of a linear SVM predicting one factor from one latent."""
+    from sklearn.svm import LinearSVC  # imported here: reading SPEC loads no scikit-learn
+
     model = LinearSVC(C=0.01, class_weight="balanced", random_state=0)
     model.fit(latent_train[:, None], factor_train)
     return float(np.mean(model.predict(latent_test[:, None]) == factor_test))
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    train = inputs.split("train", METRIC)(sizes["num_train"])
+    test = inputs.split("test", METRIC)(sizes["num_test"])
+    return sap(*train, *test, n_jobs=inputs.n_jobs)
+
+
+SPEC = MetricSpec(
+    name="sap",
+    scores=SCORES,
+    sizes={"num_train": 10000, "num_test": 5000},
+    evaluate=_evaluate,
+    splits=("train", "test"),
+)

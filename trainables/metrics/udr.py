@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
-from sklearn.linear_model import Lasso
 
 METRIC = "UDR"
 METHODS = ("spearman", "lasso")
@@ -126,6 +124,8 @@ def _pair_score(a: _Prepared, b: _Prepared, method: str) -> float:
 
 def _spearman_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|Spearman correlation| of every latent of a (rows) with every latent of b (columns); nan for constants."""
+    import scipy.stats  # imported here: importing the metric specs loads no scipy.stats
+
     ranks_a = scipy.stats.rankdata(a, axis=0)
     ranks_b = scipy.stats.rankdata(b, axis=0)
     ranks_a -= ranks_a.mean(axis=0)
@@ -137,6 +137,8 @@ def _spearman_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _lasso_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|Lasso(alpha=0.1) coefficients| regressing b's latents (columns) on a's latents (rows)."""
+    from sklearn.linear_model import Lasso  # imported here: importing the metric specs loads no scikit-learn
+
     return np.abs(Lasso(alpha=0.1).fit(a, b).coef_.reshape(b.shape[1], a.shape[1])).T
 
 

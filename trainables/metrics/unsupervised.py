@@ -23,13 +23,20 @@ total correlation, and it is reported as inf.
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.linalg
+from collections.abc import Mapping
 
-from trainables.metrics._common import as_codes
+import numpy as np
+
+from trainables.metrics._common import MetricInputs, MetricSpec, as_codes
 from trainables.metrics.mig import discrete_mutual_info, discretize
 
 METRIC = "Unsupervised scores"
+SCORES = (
+    "gaussian_total_correlation",
+    "gaussian_wasserstein_correlation",
+    "gaussian_wasserstein_correlation_norm",
+    "mutual_info_score",
+)
 
 
 def unsupervised_scores(codes: np.ndarray, num_bins: int = 20) -> dict[str, float]:
@@ -47,12 +54,13 @@ def unsupervised_scores(codes: np.ndarray, num_bins: int = 20) -> dict[str, floa
     binned = discretize(codes, num_bins)
     mutual_info = discrete_mutual_info(binned, binned)
     np.fill_diagonal(mutual_info, 0.0)
-    return {
-        "gaussian_total_correlation": gaussian_total_correlation(varying_cov),
-        "gaussian_wasserstein_correlation": wasserstein,
-        "gaussian_wasserstein_correlation_norm": wasserstein / total_variance if total_variance > 0 else 0.0,
-        "mutual_info_score": float(mutual_info.sum() / (num_latents**2 - num_latents)),
-    }
+    scores = (
+        gaussian_total_correlation(varying_cov),
+        wasserstein,
+        wasserstein / total_variance if total_variance > 0 else 0.0,
+        float(mutual_info.sum() / (num_latents**2 - num_latents)),
+    )
+    return dict(zip(SCORES, scores))
 
 
 def gaussian_total_correlation(covariance: np.ndarray) -> float:
@@ -69,5 +77,21 @@ def gaussian_wasserstein_correlation(covariance: np.ndarray) -> float:
     """Squared 2-Wasserstein distance between a Gaussian and the product of its marginals."""
     if covariance.size == 0:
         return 0.0
+    import scipy.linalg  # imported here: reading SPEC loads no scipy.linalg
+
     root = scipy.linalg.sqrtm(covariance * np.diag(covariance)[:, None])
     return float(2 * np.trace(covariance) - 2 * np.real(np.trace(root)))
+
+
+def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
+    codes, _ = inputs.split("train", METRIC)(sizes["num_train"])
+    return unsupervised_scores(codes, num_bins=sizes["num_bins"])
+
+
+SPEC = MetricSpec(
+    name="unsupervised",
+    scores=SCORES,
+    sizes={"num_train": 10000, "num_bins": 20},
+    evaluate=_evaluate,
+    splits=("train",),
+)
