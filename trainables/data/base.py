@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from trainables import factors as factor_math
 from trainables.metrics import SPECS
 
 # Metrics that draw factor vectors freely (one factor fixed) and so need every cell to exist.
@@ -74,6 +75,27 @@ def factor_tensor(factors: np.ndarray | torch.Tensor, n_factors: int, device: to
     if f.ndim != 2 or f.shape[1] != n_factors:
         raise ValueError(f"factors must have shape (n, {n_factors}), got {tuple(f.shape)}")
     return f
+
+
+class FactorGrid:
+    """Factor sampling and cell indices from the factor sizes alone, for every dataset over a full grid.
+
+    Each factor is uniform over its classes: with numpy for the metrics, and
+    on the dataset's device for training (no host copy, see
+    `uniform_factors_torch`). The class sets `factor_sizes` and `device`.
+    """
+
+    factor_sizes: tuple[int, ...]
+    device: torch.device
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return factor_math.sample_factors(self.factor_sizes, n, rng)
+
+    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
+
+    def flat_index(self, factors: np.ndarray) -> np.ndarray:
+        return factor_math.flat_index(factors, self.factor_sizes)
 
 
 def unsupported_metrics(dataset: GroundTruthData, metrics: Sequence[str]) -> str | None:

@@ -32,12 +32,7 @@ IMAGE_SIZE = 64
 def check_headers(path: str | Path) -> tuple[int, int]:
     """Keys, shapes and dtypes from the headers alone; the number of images and of channels."""
     found = npz.headers(path)
-    missing = [k for k in KEYS if k not in found]
-    if missing:
-        raise DataError(
-            f"{path}: no array {', '.join(map(repr, missing))} (it holds {', '.join(sorted(found)) or 'nothing'}; "
-            f"a dataset file holds {', '.join(KEYS)})"
-        )
+    npz.require_arrays(path, found, KEYS, "a dataset file")
     shape, dtype = found["images"]
     n = shape[0] if shape else 0
     if len(shape) not in (3, 4) or shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or n < 1 or dtype not in (np.uint8, bool):

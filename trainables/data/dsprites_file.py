@@ -28,12 +28,7 @@ LATENT_NAMES = ("color", *FACTOR_NAMES)
 def check_headers(path: str | Path) -> int:
     """Keys, shapes and dtypes from the headers alone; the number of images."""
     found = npz.headers(path)
-    missing = [k for k in KEYS if k not in found]
-    if missing:
-        raise DataError(
-            f"{path}: not a dSprites file: no array {', '.join(map(repr, missing))} "
-            f"(it holds {', '.join(sorted(found)) or 'nothing'}; a dSprites file holds {', '.join(KEYS)})"
-        )
+    npz.require_arrays(path, found, KEYS, "a dSprites file")
     shape, dtype = found["imgs"]
     n = shape[0] if shape else 0
     if len(shape) != 3 or shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or dtype != np.uint8 or n < 1:

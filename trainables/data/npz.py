@@ -12,7 +12,7 @@ only has to be present.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -54,6 +54,16 @@ def _read_header(stream: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dty
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{where}: not a readable .npy array ({exc})") from None
     return tuple(shape), np.dtype(dtype), bool(fortran)
+
+
+def require_arrays(path: str | Path, found: Mapping[str, object], keys: Sequence[str], kind: str) -> None:
+    """Refuse a file that lacks one of `keys`, naming what it holds and what `kind` of file holds."""
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise DataError(
+            f"{path}: not {kind}: no array {', '.join(map(repr, missing))} "
+            f"(it holds {', '.join(sorted(found)) or 'nothing'}; {kind} holds {', '.join(keys)})"
+        )
 
 
 def headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -17,8 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from trainables import factors as factor_math
-from trainables.data.base import factor_tensor, uniform_factors_torch
+from trainables.data.base import FactorGrid, factor_tensor
 
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES: tuple[int, ...] = (3, 6, 40, 32, 32)
@@ -69,7 +68,7 @@ def base_sprites() -> np.ndarray:
     return out
 
 
-class ProceduralDSprites:
+class ProceduralDSprites(FactorGrid):
     """Ground-truth dataset with the dSprites factor grid, rendered on demand.
 
     Implements the interface every dataset shares (`trainables.data.base.GroundTruthData`):
@@ -91,13 +90,6 @@ class ProceduralDSprites:
         self._sprites = sprites.reshape(-1, SPRITE_SIZE, SPRITE_SIZE).to(self.device, torch.float32)
         self._span = torch.arange(SPRITE_SIZE, device=self.device)
 
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return factor_math.sample_factors(self.factor_sizes, n, rng)
-
-    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Uniform factors drawn on the device, so a training step never waits on the host."""
-        return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
-
     def observations(
         self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -112,6 +104,4 @@ class ProceduralDSprites:
         images[torch.arange(n, device=self.device)[:, None, None], rows, cols] = self._sprites[sprite]
         return images.unsqueeze(1)
 
-    def flat_index(self, factors: np.ndarray) -> np.ndarray:
-        return factor_math.flat_index(factors, self.factor_sizes)
 

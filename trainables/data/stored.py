@@ -6,7 +6,7 @@ the full dSprites instead of 2.9 GB), the factor grid, and where each grid
 cell's image is. It holds only numpy arrays, so `ray.put` stores it once per
 node and every `ray.get` on that node returns read-only views of the same
 shared memory (zero-copy); the sweep passes it to the trials with
-`tune.with_parameters` (see `sweeper.datasets`). Outside Ray it is read
+`tune.with_parameters` (see `sweeper.run.datasets`). Outside Ray it is read
 straight from the file.
 
 `StoredDataset` serves a `StoredImages` through the ground-truth interface on
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables import factors as factor_math
-from trainables.data.base import DataError, factor_tensor, uniform_factors_torch
+from trainables.data.base import DataError, FactorGrid, factor_tensor
 
 MAX_GRID_CELLS = 1 << 28  # a row table over a larger grid would not fit in memory
 
@@ -118,7 +117,7 @@ def pack_blocks(blocks: Iterable[np.ndarray], count: int, row_items: int, bits: 
     return out
 
 
-class StoredDataset:
+class StoredDataset(FactorGrid):
     """A `StoredImages` served through the ground-truth interface on `device`."""
 
     deterministic = True
@@ -141,12 +140,12 @@ class StoredDataset:
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Uniform over the grid when it is complete, else uniform over the file's rows."""
         if self.stored.classes is None:
-            return factor_math.sample_factors(self.factor_sizes, n, rng)
+            return super().sample_factors(n, rng)
         return self.stored.classes[rng.integers(0, len(self.stored.classes), size=int(n))]
 
     def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         if self._classes is None:
-            return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
+            return super().sample_factors_torch(n, generator)
         pick = torch.randint(0, len(self._classes), (n,), device=self.device, generator=generator)
         return self._classes[pick]
 
@@ -170,8 +169,6 @@ class StoredDataset:
         unpacked = (packed.unsqueeze(-1) >> self._shifts) & 1
         return unpacked.reshape(n, -1)[:, : math.prod(self.image_shape)].reshape(shape).float()
 
-    def flat_index(self, factors: np.ndarray) -> np.ndarray:
-        return factor_math.flat_index(factors, self.factor_sizes)
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -27,8 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from trainables import factors as factor_math
-from trainables.data.base import DataError, GroundTruthData, factor_tensor, uniform_factors_torch
+from trainables.data.base import DataError, FactorGrid, GroundTruthData, factor_tensor, uniform_factors_torch
 
 VARIANTS: tuple[str, ...] = ("none", "color", "noisy")
 
@@ -95,7 +94,7 @@ def with_variant(base: GroundTruthData, variant: str) -> GroundTruthData:
     raise DataError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 
-class GroundTruth:
+class GroundTruth(FactorGrid):
     """The factors `names` of `base` as the ground truth; the others vary at random in the observations."""
 
     complete_grid = True
@@ -125,12 +124,6 @@ class GroundTruth:
         self._visible_columns = torch.tensor(self.visible, dtype=torch.long, device=self.device)
         self._hidden_columns = torch.tensor(self.hidden, dtype=torch.long, device=self.device)
 
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return factor_math.sample_factors(self.factor_sizes, n, rng)
-
-    def sample_factors_torch(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return uniform_factors_torch(self.factor_sizes, n, generator, self.device)
-
     def observations(
         self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -142,5 +135,3 @@ class GroundTruth:
             full[:, self._hidden_columns] = hidden
         return self.base.observations(full, generator)
 
-    def flat_index(self, factors: np.ndarray) -> np.ndarray:
-        return factor_math.flat_index(factors, self.factor_sizes)

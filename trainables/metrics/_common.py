@@ -152,6 +152,10 @@ class MetricInputs:
             raise ValueError(f"{metric} reads the shared {name} sample, and none was given")
         return sample
 
+    def train_and_test(self, sizes: Mapping[str, int], metric: str) -> tuple[np.ndarray, ...]:
+        """(codes_train, factors_train, codes_test, factors_test) at the metric's num_train and num_test."""
+        return (*self.split("train", metric)(sizes["num_train"]), *self.split("test", metric)(sizes["num_test"]))
+
     def generator(self, metric: str) -> np.random.Generator:
         if self.rng is None:
             raise ValueError(f"{metric} draws random numbers, and no generator was given")

@@ -124,9 +124,7 @@ def _fit_factor(
 
 
 def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
-    train = inputs.split("train", METRIC)(sizes["num_train"])
-    test = inputs.split("test", METRIC)(sizes["num_test"])
-    return dci(*train, *test, inputs.generator(METRIC), n_jobs=inputs.n_jobs, backend=inputs.dci_backend)
+    return dci(*inputs.train_and_test(sizes, METRIC), inputs.generator(METRIC), n_jobs=inputs.n_jobs, backend=inputs.dci_backend)
 
 
 SPEC = MetricSpec(

@@ -107,9 +107,7 @@ def _macro_auc(factor: np.ndarray, probabilities: np.ndarray, classes: np.ndarra
 
 
 def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
-    train = inputs.split("train", METRIC)(sizes["num_train"])
-    test = inputs.split("test", METRIC)(sizes["num_test"])
-    return modularity_explicitness(*train, *test, num_bins=sizes["num_bins"])
+    return modularity_explicitness(*inputs.train_and_test(sizes, METRIC), num_bins=sizes["num_bins"])
 
 
 SPEC = MetricSpec(

@@ -99,9 +99,7 @@ def _single_latent_accuracy(
 
 
 def _evaluate(inputs: MetricInputs, sizes: Mapping[str, int]) -> dict[str, float]:
-    train = inputs.split("train", METRIC)(sizes["num_train"])
-    test = inputs.split("test", METRIC)(sizes["num_test"])
-    return sap(*train, *test, n_jobs=inputs.n_jobs)
+    return sap(*inputs.train_and_test(sizes, METRIC), n_jobs=inputs.n_jobs)
 
 
 SPEC = MetricSpec(
