@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, FiniteFloat, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FiniteFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweeper.errors import ConfigError
 from sweeper.uris import CredentialsInURI, redact, refuse_credentials
@@ -72,6 +78,9 @@ class SearchConfig(Strict):
     mode: Literal["min", "max"] = "min"
     scheduler: Literal["fifo", "asha"] = "fifo"
     max_concurrent: int | None = Field(None, ge=1)
+    pack_seeds: bool = Field(
+        False, description="train the seeds of a configuration as one stacked model in one trial"
+    )
 
     @field_validator("beta", "capacity")
     @classmethod
@@ -97,10 +106,11 @@ class SearchConfig(Strict):
                 f"beta = {self.beta}, capacity = {self.capacity}: optuna needs something to search, "
                 "a range or two or more values for beta or capacity (for fixed values use kind: grid)"
             )
-        if self.kind == "optuna" and self.scheduler == "asha" and self.seeds > 1:
+        if self.kind == "optuna" and self.scheduler == "asha" and self.seeds > 1 and not self.pack_seeds:
             raise ValueError(
                 "scheduler 'asha' cannot be combined with optuna seed repeats (seeds > 1): "
-                "an early-stopped repeat would corrupt the mean that Optuna learns from"
+                "an early-stopped repeat would corrupt the mean that Optuna learns from; "
+                "set pack_seeds: true to train the seeds together and stop them together"
             )
         return self
 
@@ -120,6 +130,11 @@ class ResourcesConfig(Strict):
 class TrackingConfig(Strict):
     uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str | None = Field(None, description="default: the sweep name")
+    wait_s: float = Field(
+        120.0, ge=0, le=86_400, allow_inf_nan=False,
+        description="at the end of a sweep, how long to wait for a tracking server that is away before its "
+        "writes are left in the sweep folder for `sweeper resume`",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -196,7 +211,7 @@ class SweepConfig(Strict):
     @classmethod
     def _data_file_is_usable(cls, data: DataSettings) -> DataSettings:
         """A file path made absolute (trials and later commands run elsewhere), and the file checked
-        as far as its headers go; its content is checked when the sweep reads it (sweeper.datasets)."""
+        as far as its headers go; its content is checked when the sweep reads it (sweeper.run.datasets)."""
         from trainables.data import DataError, check_settings
 
         if data.path is not None:

@@ -45,7 +45,7 @@ def _pack_results(trainer: PackTrainer, steps: int, evaluating: bool) -> dict[st
 
 def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     """One trial. `stored`: the dataset file's content, put once into Ray's object store by the
-    driver (`sweeper.datasets`); None for the procedural dataset."""
+    driver (`sweeper.run.datasets`); None for the procedural dataset."""
     settings = TrialSettings.model_validate(config["settings"])
     trial = TrialSpec.from_config(config)
     context = ray.get_runtime_context()

@@ -4,8 +4,9 @@ A user without ground-truth factors can still choose a model this way
 (Duan et al. 2020): every finished trial's checkpoint encodes one shared set of
 observations, and within each configuration every seed is scored against the
 other seeds (`trainables.metrics.udr`). A trial whose checkpoint is gone, or a
-configuration left with fewer than two models, gets no UDR and a line in
-`problems`, so the rest of the report is still made.
+configuration left with fewer than three models, gets no UDR and a line in
+`problems`, so the rest of the report is still made: the pair score is
+symmetric, so two seeds always get the same UDR and it cannot rank them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from trainables.metrics.udr import udr_scores
 from trainables.trainer import (
     ACTIVE_KL_THRESHOLD as KL_THRESHOLD,  # the trials count active latents by it
 )
+
+
+MIN_SEEDS = 3  # fewer cannot be ranked: the pair score is symmetric
 
 
 @dataclass
@@ -68,8 +72,11 @@ def udr_within_configurations(
     out = SweepUdr()
     for index, (beta, capacity) in enumerate(keys):
         members = [run_ids[row] for row in np.flatnonzero(labels == index) if run_ids[row] in encoded]
-        if len(members) < 2:
-            out.problems.append(f"beta={beta:g} C={capacity:g}: {len(members)} model(s) to compare, UDR needs 2")
+        if len(members) < MIN_SEEDS:
+            out.problems.append(
+                f"beta={beta:.4g} C={capacity:.4g}: {len(members)} model(s) to compare; UDR needs at least "
+                f"{MIN_SEEDS} seeds (with two, the pair score is symmetric and both get the same value)"
+            )
             continue
         codes, kls = zip(*(encoded[run] for run in members))
         scores = udr_scores(codes, kls, method=method, kl_threshold=KL_THRESHOLD)

@@ -37,11 +37,6 @@ from sweeper.tracking.client import SweepTracking, connect, finish_tracking
 from trainables.trainable import train
 from trainables.trial import TrialSpec
 
-# How long the end of a sweep waits for a tracking server that is away before it leaves its writes on disk.
-TRACKING_WAIT_ENV = "SWEEPER_TRACKING_WAIT_S"
-TRACKING_WAIT_S = 120.0
-
-
 def new_sweep_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -83,7 +78,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
 
     sweep_id = new_sweep_id(config.name)
     sweep_dir = storage_root(config) / sweep_id
-    echo(f"sweep {sweep_id}: {space.trial_count(config)} trials, tracking {tracking_uri}")
+    echo(f"sweep {sweep_id}: {space.describe_count(config)}, tracking {tracking_uri}")
     started_here = start_ray(address)
     try:
         check_checkpoint_storage(storage_root(config), config.checkpoints)
@@ -106,7 +101,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         digests = StateDigests(sweep_dir, record.experiment_path)  # of the state files resume will unpickle
         callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress, digests]
         tuner = _new_tuner(config, trainable, sweep_dir, record.experiment_path, callbacks)
-        results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
+        results, unwritten = _fit(tuner, tracking, sweep_dir, config.tracking.wait_s, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
         if started_here:
@@ -138,7 +133,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
             record.experiment_path, trainable=_trainable(config), resume_unfinished=True, resume_errored=False
         )
         tracking.reopen()
-        results, unwritten = _fit(tuner, tracking, sweep_dir, echo)
+        results, unwritten = _fit(tuner, tracking, sweep_dir, config.tracking.wait_s, echo)
         return SweepOutcome(record, results, config.search.metric, unwritten)
     finally:
         if started_here:
@@ -146,7 +141,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
 
 
 def _fit(
-    tuner: tune.Tuner, tracking: SweepTracking, sweep_dir: Path, echo: Callable[[str], None]
+    tuner: tune.Tuner, tracking: SweepTracking, sweep_dir: Path, wait_s: float, echo: Callable[[str], None]
 ) -> tuple[tune.ResultGrid, int]:
     """Run the sweep; the parent run ends FINISHED, FAILED (a trial failed) or KILLED.
 
@@ -156,7 +151,6 @@ def _fit(
     # refuse a report without the search metric. The searcher (behind the Repeater) reads only
     # final results, which always carry an evaluation, and ASHA skips results without it.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    wait_s = float(os.environ.get(TRACKING_WAIT_ENV, TRACKING_WAIT_S))
     try:
         results = tuner.fit()
     except BaseException:

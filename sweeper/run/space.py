@@ -4,6 +4,12 @@ A grid crosses every beta, C_max and seed. Optuna samples (beta, C_max) and
 a Repeater runs each sample once per seed, reporting the seeds' mean back to
 Optuna, or a failure if any seed failed; the study is journalled in the sweep
 folder so it outlives the driver process.
+
+With `search.pack_seeds` one trial trains all seeds of a configuration as one
+stacked model (`trainables.pack`) and reports their means itself, while it
+trains: Optuna then needs no Repeater (each configuration is one trial, told
+its seed mean at the end, or a failure if a seed failed), and ASHA stops
+whole packs on the seed mean.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
 from sweeper.config import Range, SweepConfig, Values
-from trainables.trial import TRIAL_INDEX
+from trainables.trial import PACK_SEEDS, TRIAL_INDEX
+
+MODELS_FAILED = "models_failed"  # a packed trial's count of models that failed (trainables.pack_report)
 
 OPTUNA_JOURNAL = "optuna.journal"
 
@@ -28,30 +36,57 @@ def _domain(values: Values) -> Any:
     return tune.choice(list(values)) if len(values) > 1 else values[0]
 
 
+def seeds(config: SweepConfig) -> list[int]:
+    """The seeds every configuration is trained with."""
+    offset = config.training.seed_offset
+    return [offset + i for i in range(config.search.seeds)]
+
+
 def param_space(config: SweepConfig) -> dict[str, Any]:
     settings = config.trial_settings().model_dump(mode="json")
     search = config.search
+    # A pack names its seeds; single trials get their repeat index from the grid or the Repeater.
+    repeat = {PACK_SEEDS: seeds(config)} if search.pack_seeds else {}
     if search.kind == "grid":
+        if not search.pack_seeds:
+            repeat = {TRIAL_INDEX: tune.grid_search(list(range(search.seeds)))}
         return {
             "beta": tune.grid_search(list(search.beta)),
             "capacity": tune.grid_search(list(search.capacity)),
-            TRIAL_INDEX: tune.grid_search(list(range(search.seeds))),
+            **repeat,
             "settings": settings,
         }
-    return {"beta": _domain(search.beta), "capacity": _domain(search.capacity), "settings": settings}
+    return {"beta": _domain(search.beta), "capacity": _domain(search.capacity), **repeat, "settings": settings}
 
 
 def num_samples(config: SweepConfig) -> int:
-    """Tune's num_samples: 1 for a grid (the grid is the sample), configurations x seeds for Optuna."""
+    """Tune's num_samples: 1 for a grid (the grid is the sample); for Optuna its configurations, times
+    the seeds unless they are packed."""
     search = config.search
-    return 1 if search.kind == "grid" else int(search.num_samples or 0) * search.seeds
+    if search.kind == "grid":
+        return 1
+    return int(search.num_samples or 0) * (1 if search.pack_seeds else search.seeds)
 
 
 def trial_count(config: SweepConfig) -> int:
+    """Ray Tune trials: one per model, or one per configuration when its seeds are packed."""
     search = config.search
     if search.kind == "grid":
-        return len(search.beta) * len(search.capacity) * search.seeds
+        return len(search.beta) * len(search.capacity) * (1 if search.pack_seeds else search.seeds)
     return num_samples(config)
+
+
+def describe_count(config: SweepConfig) -> str:
+    """`6 trials`, or `2 trials (6 models)` when seeds are packed."""
+    trials, models = trial_count(config), model_count(config)
+    return f"{trials} trials" + (f" ({models} models)" if models != trials else "")
+
+
+def model_count(config: SweepConfig) -> int:
+    """Models trained, packed or not: one MLflow child run each."""
+    search = config.search
+    configurations = len(search.beta) * len(search.capacity) if search.kind == "grid" else int(search.num_samples or 0)
+    return configurations * search.seeds
 
 
 class SeedRepeater(Repeater):
@@ -83,6 +118,42 @@ class SeedRepeater(Repeater):
             self.searcher.on_trial_complete(group.primary_trial_id, result=None if value is None else {metric: value})
 
 
+class PackSearcher(Searcher):
+    """The searcher of packed trials: a pack's result already carries its seed mean, so it goes to
+    Optuna as it is, except that a pack with a failed seed is a failed Optuna trial (as SeedRepeater
+    makes it for single trials)."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return self.searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs: Any) -> None:
+        if result and result.get(MODELS_FAILED, 0):
+            result, error = None, True
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+
 def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher | None:
     search = config.search
     if search.kind == "grid":
@@ -105,7 +176,7 @@ def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher 
         storage=storage,
         study_name=study_name,
     )
-    return SeedRepeater(optuna_search, repeat=search.seeds)
+    return PackSearcher(optuna_search) if search.pack_seeds else SeedRepeater(optuna_search, repeat=search.seeds)
 
 
 def scheduler(config: SweepConfig) -> TrialScheduler:
@@ -126,15 +197,16 @@ def describe_plan(config: SweepConfig) -> list[str]:
     """Human-readable lines: every trial of a grid, or the shape of an Optuna search."""
     search = config.search
     if search.kind == "grid":
-        lines = []
-        for beta in search.beta:
-            for capacity in search.capacity:
-                seeds = [config.training.seed_offset + i for i in range(search.seeds)]
-                lines.append(f"beta={beta:g}  C_max={capacity:g}  seeds={seeds}")
-        return lines
+        packed = " (one packed trial)" if search.pack_seeds else ""
+        return [
+            f"beta={beta:g}  C_max={capacity:g}  seeds={seeds(config)}{packed}"
+            for beta in search.beta
+            for capacity in search.capacity
+        ]
+    how = "trained together as one packed trial" if search.pack_seeds else "repeated"
     return [
         f"optuna ({search.sampler}): {search.num_samples} configurations of beta in {search.beta}, "
         f"C_max in {search.capacity}",
-        f"each repeated over seeds {config.training.seed_offset}..{config.training.seed_offset + search.seeds - 1};"
+        f"each {how} over seeds {seeds(config)[0]}..{seeds(config)[-1]};"
         f" optimising the seeds' mean {search.metric} ({search.mode})",
     ]

@@ -13,7 +13,7 @@ from trainables.trial import TrialSpec
 
 def print_plan(config: SweepConfig, address: str | None) -> None:
     where = config.ray_address(address) or "local Ray (started and stopped by this command)"
-    typer.echo(f"sweep {config.name!r}: {space.trial_count(config)} trials on {where}")
+    typer.echo(f"sweep {config.name!r}: {space.describe_count(config)} on {where}")
     for line in space.describe_plan(config):
         typer.echo(f"  {line}")
     t = config.training

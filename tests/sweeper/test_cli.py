@@ -32,7 +32,7 @@ def test_validate_prints_the_trial_count():
 def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
     result = runner.invoke(app, ["launch", str(CONFIGS / "beta_grid.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "30 trials" in result.output
+    assert "6 trials (30 models)" in result.output
     for beta in (1, 2, 4, 6, 8, 16):
         assert f"beta={beta}  C_max=0  seeds=[0, 1, 2, 3, 4]" in result.output
     assert nothing_created(in_tmp)
@@ -41,7 +41,7 @@ def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
 def test_dry_run_of_optuna_describes_the_search(in_tmp):
     result = runner.invoke(app, ["launch", str(CONFIGS / "optuna_beta_capacity.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "60 trials" in result.output and "optuna (tpe): 20 configurations" in result.output
+    assert "20 trials (60 models)" in result.output and "optuna (tpe): 20 configurations" in result.output
 
 
 @pytest.mark.parametrize("command", ["validate", "launch"])

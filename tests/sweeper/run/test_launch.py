@@ -104,7 +104,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path,
 def test_optuna_sweep_repeats_each_configuration_over_the_seeds(tmp_path, sweeper_cli):
     args = [
         "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"),
-        "--set", "search.num_samples=2", "--set", "search.seeds=2",
+        "--set", "search.num_samples=2", "--set", "search.seeds=2", "--set", "search.pack_seeds=false",
         "--set", "training.steps=20", "--set", "training.report_every=10",
         "--set", "eval.every=20", "--set", "eval.preset=fast", "--set", "eval.metrics=[mig]",
         "--set", "search.metric=disent/mig", "--set", "resources.cpu=1", "--set", "resources.gpu=0",
@@ -137,7 +137,8 @@ def test_optuna_records_a_configuration_whose_trials_failed_as_failed(tmp_path, 
         "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"),
         # Categorical beta: 1.0 trains, 1e38 overflows the loss (see the diverging-trial test).
         "--set", "search.beta=[1.0, 1.0e38]", "--set", "search.capacity=[1000.0]", "--set", "search.sampler=random",
-        "--set", "search.num_samples=4", "--set", "search.seeds=2", "--set", "objective.capacity_steps=100",
+        "--set", "search.num_samples=4", "--set", "search.seeds=2", "--set", "search.pack_seeds=false",
+        "--set", "objective.capacity_steps=100",
         "--set", "training.steps=20", "--set", "training.report_every=10",
         "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
         "--set", "resources.cpu=1", "--set", "resources.gpu=0",
