@@ -349,6 +349,7 @@ def _grow(pre: _Presorted, y: np.ndarray, draws: list[_FeatureDraws]) -> tuple[_
         constant = pre.constant(node, width, count) if depth < MAX_DEPTH - 1 else None
         child = np.full((trees, n), -1, dtype=np.int64)
         child_impurity = np.zeros((trees, 2 * width))
+        child_count = np.zeros((trees, 2 * width))
         child_known = np.repeat(known, 2, axis=1)
         child_rank = np.full((trees, 2 * width, num_features), num_features, dtype=np.int64)
         child_last = np.zeros((trees, 2 * width), dtype=np.int64)
@@ -363,8 +364,11 @@ def _grow(pre: _Presorted, y: np.ndarray, draws: list[_FeatureDraws]) -> tuple[_
                 member = node[t_w] == m
                 right = pre.x64[:, f_w].T > threshold[:, None]
                 child[t_w] = np.where(member, 2 * m + right, child[t_w])
-                c_count, c_total, c_squares = _node_sums(child[t_w], 2 * width, y[t_w])
-                n_l, s_l, q_l = c_count[:, 2 * m], c_total[:, 2 * m], c_squares[:, 2 * m]
+                left = member & ~right
+                y_w = y[t_w]
+                n_l = left.sum(axis=1).astype(np.float64)
+                s_l, q_l = np.where(left, y_w, 0.0).sum(axis=1), np.where(left, y_w * y_w, 0.0).sum(axis=1)
+                child_count[t_w, 2 * m], child_count[t_w, 2 * m + 1] = n_l, count[t_w, m] - n_l
                 n_node, i_node = count[t_w, m], impurity[t_w, m]
                 n_r = n_node - n_l  # the right child's sums by difference, as the criterion does
                 i_l = _impurity(n_l, s_l, q_l)
@@ -380,15 +384,15 @@ def _grow(pre: _Presorted, y: np.ndarray, draws: list[_FeatureDraws]) -> tuple[_
                 keep = ~(improvement + EPSILON < 0.0)
                 undone = t_w[~keep]
                 child[undone] = np.where(node[undone] == m, -1, child[undone])
+                child_count[undone, 2 * m], child_count[undone, 2 * m + 1] = 0.0, 0.0
                 gain = (n_node * i_node - n_l * i_l - n_r * i_r)[keep]
                 t_w, f_w, threshold = t_w[keep], f_w[keep], threshold[keep]
                 np.add.at(out.importance, (t_w, f_w), gain / n)
                 s = width - 1 + m
                 out.feature[t_w, s], out.threshold[t_w, s], out.split[t_w, s] = f_w, threshold, True
             if depth + 1 == MAX_DEPTH - 1:
-                c_count = _node_sums(child, 2 * width, y)[0]
-                c_active = (c_count >= 2) & (child_impurity > EPSILON)
-                c_constant = pre.constant(child, 2 * width, c_count)
+                c_active = (child_count >= 2) & (child_impurity > EPSILON)
+                c_constant = pre.constant(child, 2 * width, child_count)
                 for c in (2 * m, 2 * m + 1):
                     _replay(
                         draws, c_active[:, c], c_constant[:, c], child_known[:, c], child_rank[:, c], child_last[:, c]
@@ -448,9 +452,10 @@ def _partitioned(pre, node, m, t, g, f, threshold) -> tuple[np.ndarray, np.ndarr
     """
     ordered = pre.order[g]
     member = node[t[:, None], ordered] == m
-    ordered = np.take_along_axis(ordered, np.argsort(~member, axis=1, kind="stable"), axis=1)
     size = member.sum(axis=1)[:, None]
-    position = np.arange(pre.n)[None, :]
+    width = int(size.max())
+    ordered = np.take_along_axis(ordered, np.argsort(~member, axis=1, kind="stable")[:, :width], axis=1)
+    position = np.arange(width)[None, :]
     valid = position < size
     right = valid & (pre.x64[ordered, f[:, None]] > threshold[:, None])
     left = valid & ~right
