@@ -65,6 +65,9 @@ def _lowest(values: Values) -> float:
     return values.low if isinstance(values, Range) else min(values)
 
 
+Mode = Literal["min", "max"]
+
+
 class SearchConfig(Strict):
     kind: Literal["grid", "optuna"] = "grid"
     beta: Values = Field(description="grid: a list of values; optuna: a list (categorical) or a range")
@@ -73,10 +76,11 @@ class SearchConfig(Strict):
         1, ge=1, le=MAX_SEEDS, description="repeats of every configuration, seeds seed_offset .. +seeds-1"
     )
     num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
-    sampler: Literal["tpe", "gp", "random"] = "tpe"
-    metric: str = "loss"
-    mode: Literal["min", "max"] = "min"
-    scheduler: Literal["fifo", "asha"] = "fifo"
+    sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
+    metric: str | list[str] = Field("loss", description="one metric, or a list for a multi-objective search")
+    mode: Mode | list[Mode] = Field("min", description="one per metric")
+    scheduler: Literal["fifo", "asha", "pareto"] = "fifo"
+    reduction_factor: int = Field(4, ge=2, le=100, description="asha and pareto: 1 in this many go on at a rung")
     max_concurrent: int | None = Field(None, ge=1)
     pack_seeds: bool = Field(
         False, description="train the seeds of a configuration as one stacked model in one trial"
@@ -112,7 +116,34 @@ class SearchConfig(Strict):
                 "an early-stopped repeat would corrupt the mean that Optuna learns from; "
                 "set pack_seeds: true to train the seeds together and stop them together"
             )
+        self._consistent_objectives()
         return self
+
+    def _consistent_objectives(self) -> None:
+        if isinstance(self.metric, list) != isinstance(self.mode, list) or len(self.metrics) != len(self.modes):
+            raise ValueError(
+                f"metric = {self.metric} and mode = {self.mode}: give one mode per metric"
+            )
+        if not self.metrics or len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metric = {self.metric}: needs one or more metrics, each once")
+        if self.scheduler == "asha" and len(self.metrics) > 1:
+            raise ValueError(
+                f"scheduler = 'asha' with metric = {self.metric}: ASHA stops on one metric; "
+                "use scheduler: pareto for several"
+            )
+        if self.scheduler == "pareto" and not self.pack_seeds:
+            raise ValueError(
+                "scheduler = 'pareto' needs pack_seeds: true: it stops packs on their seeds' means"
+            )
+
+    @property
+    def metrics(self) -> list[str]:
+        """The objectives, a list whether one was given or several."""
+        return list(self.metric) if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.mode) if isinstance(self.mode, list) else [self.mode]
 
 
 class ResourcesConfig(Strict):
@@ -247,11 +278,12 @@ class SweepConfig(Strict):
     @model_validator(mode="after")
     def _metric_is_reported(self) -> SweepConfig:
         known = reported_metrics(self)
-        if self.search.metric not in known:
-            raise ValueError(
-                f"search.metric = {self.search.metric!r}: not reported by these trials; "
-                f"choose one of: {', '.join(sorted(known))}"
-            )
+        for metric in self.search.metrics:
+            if metric not in known:
+                raise ValueError(
+                    f"search.metric = {metric!r}: not reported by these trials; "
+                    f"choose one of: {', '.join(sorted(known))}"
+                )
         return self
 
     def trial_settings(self) -> TrialSettings:
