@@ -55,6 +55,10 @@ def launch(
     ] = None,
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and stop")] = False,
+    rate: Annotated[
+        Optional[float],
+        typer.Option(min=1e-6, help="images/s per trial for the estimate; default: docs/benchmarks.md"),
+    ] = None,
 ) -> None:
     """Start a sweep: Ray Tune trials of beta-VAE training, tracked in MLflow."""
     from sweeper.config import load_config
@@ -65,7 +69,7 @@ def launch(
         cfg = load_config(config, set_ or [])
     except SweeperError as exc:
         _fail(exc)
-    print_plan(cfg, address)
+    print_plan(cfg, address, rate)
     if dry_run:
         return
     from sweeper.run.launch import launch as run_sweep

@@ -145,6 +145,10 @@ class SearchConfig(Strict):
     def modes(self) -> list[str]:
         return list(self.mode) if isinstance(self.mode, list) else [self.mode]
 
+    def objectives_text(self) -> str:
+        """`loss (min)`, or `recon (min), disent/mig (max)` for several objectives."""
+        return ", ".join(f"{m} ({mode})" for m, mode in zip(self.metrics, self.modes))
+
 
 class ResourcesConfig(Strict):
     cpu: float = Field(1.0, gt=0, allow_inf_nan=False)

@@ -229,7 +229,13 @@ def _sections(
         Section(
             "β trade-off",
             "Each configuration's median-seed model by the chosen score; configurations on the Pareto front of "
-            "median reconstruction against median score are marked.",
+            "median reconstruction against median score are marked."
+            + (
+                ""
+                if picks.study_front is None
+                else " The study_front column marks those on the Optuna study's own Pareto front of the search "
+                "objectives (the seed means it was told), which the search itself aimed at."
+            ),
             tables=[("Configurations", selection.configuration_summary(done, picks))],
             images=[figures["rate_distortion"], figures["scores"]],
         ),

@@ -14,6 +14,9 @@ Definitions, chosen so that every pick is deterministic:
 - Pareto front: configurations whose median reconstruction and median score
   no other configuration beats in both (lower recon, better score) with at
   least one strictly.
+- Study front: the configurations on the Optuna study's own Pareto front of
+  the search objectives (`sweeper.analyse.study`), as the search saw them
+  (seed means); shown next to the post-hoc front, which is of medians.
 - Eta squared: the one-way ANOVA share of a score's variance between
   configurations, SS_between / SS_total; 1 - eta squared is left to the seed.
 Trials without a value of the score in question take no part in it.
@@ -30,6 +33,7 @@ import pyarrow.compute as pc
 import scipy.stats
 
 from sweeper.analyse.results import metric_names
+from sweeper.analyse.study import Study
 from sweeper.errors import ConfigError
 from sweeper.tags import PICK_ROLE_TAG, SELECTED_TAG
 
@@ -85,6 +89,7 @@ class Picks:
     by: str
     maximize: bool
     items: tuple[Pick, ...]
+    study_front: frozenset[tuple[float, float]] | None = None  # (beta, C_max); None without an Optuna study
 
     def of(self, kind: str, role: str | None = None) -> list[Pick]:
         return [p for p in self.items if p.kind == kind and (role is None or p.role == role)]
@@ -286,7 +291,7 @@ def rank_correlations(table: pa.Table, scores: Sequence[str]) -> np.ndarray:
 # -- the picks ----------------------------------------------------------------------------
 
 
-def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
+def select(table: pa.Table, by: str, maximize: bool = True, study: Study | None = None) -> Picks:
     """Every pick over the finished trials of `table` by the score `by`.
 
     - beta trade-off: each configuration's median-seed run; those of the
@@ -294,7 +299,8 @@ def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
       get the role `pareto`;
     - seed sensitivity: each configuration's best, median and worst seed;
     - UDR ranking (when the table has a `udr` column): each configuration's
-      seed with the highest UDR.
+      seed with the highest UDR;
+    - with the sweep's Optuna `study`, the configurations on its front.
     """
     table = finished(table)
     require_score(table, by)
@@ -326,12 +332,13 @@ def select(table: pa.Table, by: str, maximize: bool = True) -> Picks:
         score_medians.append(nan_median(score[rows]))
     front = pareto_front(np.array(recon_medians), np.array(score_medians), maximize)
     pareto = [pick(BETA_TRADEOFF, PARETO, candidates[i], score) for i in np.flatnonzero(front)]
-    return Picks(by, maximize, tuple(tradeoff + pareto + sensitivity + ranking))
+    study_front = None if study is None else frozenset(key for key in keys if study.on_front(*key))
+    return Picks(by, maximize, tuple(tradeoff + pareto + sensitivity + ranking), study_front)
 
 
 def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
     """The beta trade-off, one row per configuration: seeds, median recon and score, its median-seed
-    run, and whether it is on the Pareto front."""
+    run, whether it is on the Pareto front, and (for an Optuna sweep) whether on the study's front."""
     table = finished(table)
     keys, labels = configurations(table)
     score, recon = _optional(table, picks.by), _optional(table, RECON)
@@ -351,6 +358,7 @@ def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
                 "median_seed": median.seed if median else None,
                 "median_run_id": median.run_id if median else None,
                 "pareto": median is not None and median.run_id in front,
+                **({} if picks.study_front is None else {"study_front": key in picks.study_front}),
             }
         )
     return pa.Table.from_pylist(rows)

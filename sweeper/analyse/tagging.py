@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sweeper.analyse import selection
 from sweeper.analyse.results import SweepRef, read_results, row_label
 from sweeper.analyse.selection import Picks
+from sweeper.analyse.study import StudyUnreadable, read_study
 from sweeper.errors import EnvironmentProblem
 from sweeper.tags import PICK_ROLE_TAG, SELECTED_BY_TAG, SELECTED_TAG
 
@@ -64,7 +65,12 @@ def select_and_tag(client: MlflowClient, ref: SweepRef, by: str, maximize: bool 
         scores = sweep_udr(table)
         table = with_udr(table, scores)
         problems += [f"UDR: {line}" for line in scores.problems]
-    picks = selection.select(table, by, maximize)
+    try:
+        study = read_study(ref.folder) if ref.folder else None
+    except StudyUnreadable as exc:
+        study = None
+        problems.append(f"the Optuna study is left out: {exc}")
+    picks = selection.select(table, by, maximize, study)
     write_tags(client, ref, table, picks)
     return Selection(ref, selection.with_picks(table, picks), picks, problems)
 

@@ -97,12 +97,12 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         )
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
-        progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metric, echo)
+        progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metrics[0], echo)
         digests = StateDigests(sweep_dir, record.experiment_path)  # of the state files resume will unpickle
         callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress, digests]
         tuner = _new_tuner(config, trainable, sweep_dir, record.experiment_path, callbacks)
         results, unwritten = _fit(tuner, tracking, sweep_dir, config.tracking.wait_s, echo)
-        return SweepOutcome(record, results, config.search.metric, unwritten)
+        return SweepOutcome(record, results, config.search.metrics[0], unwritten)
     finally:
         if started_here:
             ray.shutdown()
@@ -134,7 +134,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
         )
         tracking.reopen()
         results, unwritten = _fit(tuner, tracking, sweep_dir, config.tracking.wait_s, echo)
-        return SweepOutcome(record, results, config.search.metric, unwritten)
+        return SweepOutcome(record, results, config.search.metrics[0], unwritten)
     finally:
         if started_here:
             ray.shutdown()

@@ -8,8 +8,14 @@ folder so it outlives the driver process.
 With `search.pack_seeds` one trial trains all seeds of a configuration as one
 stacked model (`trainables.pack`) and reports their means itself, while it
 trains: Optuna then needs no Repeater (each configuration is one trial, told
-its seed mean at the end, or a failure if a seed failed), and ASHA stops
-whole packs on the seed mean.
+its seed mean at the end, or a failure if a seed failed), and ASHA, or the
+Pareto scheduler (`sweeper.run.pareto`) for several objectives, stops whole
+packs on the seed means. A pack a scheduler stopped is told to Optuna as
+pruned: its values are those of a shorter training, not a result.
+
+`search.metric` may name several objectives; every step here passes them
+all, and Optuna keeps a multi-objective study whose Pareto front
+`sweeper status` shows.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
+from sweeper.analyse.study import OPTUNA_JOURNAL
 from sweeper.config import Range, SweepConfig, Values
+from sweeper.run.pareto import ParetoHalving
 from trainables.trial import PACK_SEEDS, TRIAL_INDEX
 
 MODELS_FAILED = "models_failed"  # a packed trial's count of models that failed (trainables.pack_report)
-
-OPTUNA_JOURNAL = "optuna.journal"
 
 
 def _domain(values: Values) -> Any:
@@ -104,38 +110,55 @@ class SeedRepeater(Repeater):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs: Any) -> None:
         group = self._trial_id_to_group[trial_id]
-        metric = self.searcher.metric
+        metrics = objectives(self.searcher)
         if error:
             self.failed_groups.add(group.primary_trial_id)
-        group.report(trial_id, result[metric] if result and metric in result else np.nan)
+        group.report(trial_id, tuple(float(result.get(m, np.nan)) if result else np.nan for m in metrics))
         if not group.finished_reporting():
             return
         if group.primary_trial_id in self.failed_groups:
             self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
+            return
+        scores = np.array(group.scores(), dtype=float)  # a row per seed, a column per objective
+        if np.isnan(scores).all(axis=0).any():
+            self.searcher.on_trial_complete(group.primary_trial_id, result=None)
         else:
-            scores = group.scores()
-            value = float(np.nanmean(scores)) if not np.isnan(scores).all() else None
-            self.searcher.on_trial_complete(group.primary_trial_id, result=None if value is None else {metric: value})
+            means = np.nanmean(scores, axis=0)
+            self.searcher.on_trial_complete(group.primary_trial_id, result=dict(zip(metrics, map(float, means))))
+
+
+def objectives(searcher: Searcher) -> list[str]:
+    """The searcher's metric names, a list whether it optimises one or several."""
+    metric = searcher.metric
+    return list(metric) if isinstance(metric, list) else [metric]
 
 
 class PackSearcher(Searcher):
-    """The searcher of packed trials: a pack's result already carries its seed mean, so it goes to
+    """The searcher of packed trials: a pack's result already carries its seed means, so it goes to
     Optuna as it is, except that a pack with a failed seed is a failed Optuna trial (as SeedRepeater
-    makes it for single trials)."""
+    makes it for single trials), and a pack that a scheduler stopped before `steps` is a pruned one.
 
-    def __init__(self, searcher: Searcher) -> None:
-        self.searcher = searcher
+    Tune hands a stopped trial's last result to the searcher as if it were final; Optuna would
+    learn the values of a shorter training as complete. Ray's OptunaSearch tells a trial that ends
+    without a result and without an error as PRUNED, so that is what a stopped pack gets.
+    """
+
+    def __init__(self, searcher: Searcher, steps: int) -> None:
+        self.searcher, self.steps = searcher, steps
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     def suggest(self, trial_id: str) -> dict | None:
         return self.searcher.suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.searcher.on_trial_result(trial_id, result)
+        if all(m in result for m in objectives(self.searcher)):  # scores come only with an evaluation
+            self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs: Any) -> None:
         if result and result.get(MODELS_FAILED, 0):
             result, error = None, True
+        elif result and not error and result.get("step", self.steps) < self.steps:
+            result = None  # stopped early: pruned
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def get_state(self) -> dict:
@@ -167,29 +190,33 @@ def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher 
         "tpe": lambda: optuna.samplers.TPESampler(seed=0),
         "gp": lambda: optuna.samplers.GPSampler(seed=0),
         "random": lambda: optuna.samplers.RandomSampler(seed=0),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=0),
     }
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / OPTUNA_JOURNAL)))
     optuna_search = OptunaSearch(
-        metric=search.metric,
+        metric=search.metric,  # a list for several objectives: Optuna then keeps a multi-objective study
         mode=search.mode,
         sampler=samplers[search.sampler](),
         storage=storage,
         study_name=study_name,
     )
-    return PackSearcher(optuna_search) if search.pack_seeds else SeedRepeater(optuna_search, repeat=search.seeds)
+    if search.pack_seeds:
+        return PackSearcher(optuna_search, config.training.steps)
+    return SeedRepeater(optuna_search, repeat=search.seeds)
 
 
 def scheduler(config: SweepConfig) -> TrialScheduler:
-    """ASHA stops weak trials early on the search metric, measured in training steps."""
+    """ASHA, or the Pareto scheduler, stops weak trials early on the search metrics, in training steps."""
     search = config.search
+    rungs = {
+        "max_t": config.training.steps,
+        "grace_period": max(config.eval.every, config.training.report_every),
+        "reduction_factor": search.reduction_factor,
+    }
     if search.scheduler == "asha":
-        return ASHAScheduler(
-            time_attr="step",
-            metric=search.metric,
-            mode=search.mode,
-            max_t=config.training.steps,
-            grace_period=max(config.eval.every, config.training.report_every),
-        )
+        return ASHAScheduler(time_attr="step", metric=search.metric, mode=search.mode, **rungs)
+    if search.scheduler == "pareto":
+        return ParetoHalving(search.metrics, search.modes, time_attr="step", **rungs)
     return FIFOScheduler()
 
 
@@ -208,5 +235,7 @@ def describe_plan(config: SweepConfig) -> list[str]:
         f"optuna ({search.sampler}): {search.num_samples} configurations of beta in {search.beta}, "
         f"C_max in {search.capacity}",
         f"each {how} over seeds {seeds(config)[0]}..{seeds(config)[-1]};"
-        f" optimising the seeds' mean {search.metric} ({search.mode})",
-    ]
+        f" optimising the seeds' mean {search.objectives_text()}",
+        *([f"stopping packs early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
+          if search.scheduler != "fifo" else []),
+    ]  # fmt: skip

@@ -7,11 +7,12 @@ import typer
 from sweeper.config import SweepConfig
 from sweeper.console import TrialRow, trial_table
 from sweeper.run import space
+from sweeper.run.budget import Budget, budget
 from sweeper.run.launch import SweepOutcome, storage_root
 from trainables.trial import TrialSpec
 
 
-def print_plan(config: SweepConfig, address: str | None) -> None:
+def print_plan(config: SweepConfig, address: str | None, rate: float | None = None) -> None:
     where = config.ray_address(address) or "local Ray (started and stopped by this command)"
     typer.echo(f"sweep {config.name!r}: {space.describe_count(config)} on {where}")
     for line in space.describe_plan(config):
@@ -24,6 +25,29 @@ def print_plan(config: SweepConfig, address: str | None) -> None:
     )
     checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
     typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {config.tracking_uri()}")
+    for line in budget_lines(budget(config, rate), config):
+        typer.echo(f"  {line}")
+
+
+def budget_lines(work: Budget, config: SweepConfig) -> list[str]:
+    """The work, and its time and device-hours at the rate it names (or why there is no estimate)."""
+    lines = [f"work: {work.models} models x {work.steps:,} steps x batch {config.training.batch_size} = "
+             f"{work.images:,} images"]  # fmt: skip
+    if work.rate is None or work.trial_hours is None:
+        return lines + ["estimate: no measured rate for this device in docs/benchmarks.md; pass --rate IMAGES_PER_S"]
+    hours, resources = work.trial_hours, config.resources
+    device = f"{hours * resources.gpu:.3g} GPU-hours" if resources.gpu else f"{hours * resources.cpu:.3g} CPU-hours"
+    return lines + [
+        f"estimate: {duration(hours)} of trial time, one trial after another; {device} "
+        f"(at {work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source})"
+    ]
+
+
+def duration(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{hours:.1f} h"
 
 
 def print_summary(outcome: SweepOutcome) -> int:

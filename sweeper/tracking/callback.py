@@ -16,6 +16,11 @@ A trial resumed from a checkpoint reports again the steps between that
 checkpoint and the crash; those steps are already in MLflow, so results at
 or below the last step queued or logged are skipped and each history stays
 continuous, with no step twice.
+
+A trial that a scheduler (ASHA, or the Pareto scheduler) stopped before its
+last step ends FINISHED, as Tune ends it, with the tag `stopped_early_at_step`:
+the step of the rung it was stopped at, so its shorter curve is not read as a
+model trained to the end.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from trainables.trial import (
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 MODEL_ERROR = "error"  # a packed trial's `model/<seed>/error`: why that model stopped
+STOPPED_EARLY_TAG = "stopped_early_at_step"  # the rung a scheduler stopped the trial at
 
 
 def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> list[Metric]:
@@ -211,7 +217,11 @@ class MLflowTrialCallback(Callback):
         self.buffer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        step = int((trial.last_result or {}).get("step", 0))
+        stopped_early = step < int(trial.config["settings"]["training"]["steps"])
         for key, _ in self._running(trial):
+            if stopped_early:
+                self.buffer.add("tag", key, key=STOPPED_EARLY_TAG, value=str(step))
             self._end(key, "FINISHED")
         self.buffer.flush()
 
