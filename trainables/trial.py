@@ -43,6 +43,11 @@ def model_folder(seed: int) -> str:
     return f"seed={seed}"
 
 
+def configuration_label(beta: float, capacity: float) -> str:
+    """The one name of a configuration (its seeds aside)."""
+    return f"beta={beta:.4g} C={capacity:.4g}"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model: its searched values and its seed."""
@@ -53,7 +58,7 @@ class ModelSpec:
 
     def label(self) -> str:
         """The one name of a model, in run names, progress lines and reports."""
-        return f"beta={self.beta:.4g} C={self.capacity:.4g} seed={self.seed}"
+        return f"{configuration_label(self.beta, self.capacity)} seed={self.seed}"
 
     def file_stem(self) -> str:
         """The label as a file or folder name."""
@@ -91,7 +96,7 @@ class TrialSpec:
     def label(self) -> str:
         if not self.packed:
             return self.models()[0].label()
-        return f"beta={self.beta:.4g} C={self.capacity:.4g} seeds={self.seed_span()}"
+        return f"{configuration_label(self.beta, self.capacity)} seeds={self.seed_span()}"
 
     def seed_span(self) -> str:
         """`3`, `0-4` for a contiguous pack, else the seeds listed."""

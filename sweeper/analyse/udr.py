@@ -30,7 +30,7 @@ from trainables.metrics.udr import udr_scores
 from trainables.trainer import (
     ACTIVE_KL_THRESHOLD as KL_THRESHOLD,  # the trials count active latents by it
 )
-
+from trainables.trial import configuration_label
 
 MIN_SEEDS = 3  # fewer cannot be ranked: the pair score is symmetric
 
@@ -74,7 +74,7 @@ def udr_within_configurations(
         members = [run_ids[row] for row in np.flatnonzero(labels == index) if run_ids[row] in encoded]
         if len(members) < MIN_SEEDS:
             out.problems.append(
-                f"beta={beta:.4g} C={capacity:.4g}: {len(members)} model(s) to compare; UDR needs at least "
+                f"{configuration_label(beta, capacity)}: {len(members)} model(s) to compare; UDR needs at least "
                 f"{MIN_SEEDS} seeds (with two, the pair score is symmetric and both get the same value)"
             )
             continue

@@ -32,6 +32,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweeper.uris import redact
+
 PENDING_FILE = "tracking-pending.jsonl"
 REJECTED_FILE = "tracking-rejected.jsonl"
 PARENT = "parent"  # the run key of the sweep's parent run; any other key is a Ray trial id
@@ -103,11 +105,6 @@ def short_reason(exc: BaseException) -> str:
         return f"{exc.error_code}: {text.strip().splitlines()[0][:160]}" if text.strip() else exc.error_code
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return first[:160]
-
-
-def redact(uri: str) -> str:
-    """A URI as it may be printed: no user name or password."""
-    return re.sub(r"(?<=://)[^/@\s]*@", "***@", uri)
 
 
 class TrackingBuffer:
