@@ -86,3 +86,18 @@ def test_no_stage_imports_the_cli():
 
 def test_tag_names_import_nothing():
     assert imports(REPO / "sweeper" / "tags.py") == {"__future__", "__future__.annotations"}
+
+
+def test_status_select_report_and_export_load_no_ray():
+    """What the source says, checked in a fresh interpreter: transitive imports included."""
+    import subprocess
+    import sys
+
+    modules = ("sweeper.cli", "sweeper.analyse.status", "sweeper.analyse.tagging", "sweeper.analyse.report",
+               "sweeper.export.package", "sweeper.export.registry")  # fmt: skip
+    script = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
