@@ -247,3 +247,16 @@ def test_a_score_no_trial_reported_is_refused_with_the_known_ones(two_betas):
     only_failed = results([{"beta": 1.0, "seed": 0, "disent/sap": 0.5, "status": "FAILED"}, {"beta": 1.0, "seed": 1}])
     with pytest.raises(UnknownScore):
         selection.select(only_failed, "disent/sap")
+
+
+def test_the_study_front_is_marked_next_to_the_post_hoc_front(two_betas):
+    from sweeper.analyse.study import FrontTrial, Study
+
+    without = selection.configuration_summary(two_betas, selection.select(two_betas, "disent/mig"))
+    assert "study_front" not in without.column_names  # a grid has no study
+    # C_max is fixed here, so the study's trials name only beta; beta 4 is the front Optuna saw.
+    study = Study(states={"COMPLETE": 3}, front=[FrontTrial(2, {"beta": 4.0}, (0.1, 0.9))])
+    picks = selection.select(two_betas, "disent/mig", study=study)
+    summary = {r["beta"]: r for r in selection.configuration_summary(two_betas, picks).to_pylist()}
+    assert [summary[b]["study_front"] for b in (1.0, 4.0, 8.0)] == [False, True, False]
+    assert [summary[b]["pareto"] for b in (1.0, 4.0, 8.0)] == [True, False, True]
