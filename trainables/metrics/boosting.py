@@ -69,6 +69,8 @@ Either only matters where two splits tie to the last bit.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 FEATURE_THRESHOLD = np.float32(1e-7)
@@ -651,10 +653,14 @@ def _as_features(x: np.ndarray) -> np.ndarray:
     return arr
 
 
+_LIBM_EXP = np.frompyfunc(math.exp, 1, 1)
+
+
 def _exp(x: np.ndarray) -> np.ndarray:
-    """exp rounded as the C library's: numpy's vectorised float64 exp differs in the last bit for a few
-    percent of arguments, and a split tied to the last bit follows the gradients' rounding."""
-    return np.exp(x.astype(np.longdouble)).astype(np.float64)
+    """exp as the C library rounds it (scikit-learn's loss calls it): numpy's vectorised float64 exp
+    differs in the last bit for a few percent of arguments, and splits tied to the last bit follow the
+    gradients' rounding."""
+    return _LIBM_EXP(x).astype(np.float64)
 
 
 def _negative_gradient(target: np.ndarray, raw: np.ndarray, binary: bool) -> np.ndarray:
