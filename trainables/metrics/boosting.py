@@ -5,12 +5,14 @@ prior initialisation, log-loss (multinomial deviance; binomial with one tree
 per stage for two classes), learning rate 0.1, 100 stages, regression trees of
 depth 3 on the negative gradient, min_samples_split 2, min_samples_leaf 1, no
 subsampling. `ExactBoosting` builds the same trees (features, thresholds, leaf
-values) and so the same predictions and `feature_importances_`, up to
-floating-point rounding. What makes it fast: the features are sorted once per
-fit; the K trees of a stage are independent given the stage's probabilities,
-so they grow together, level by level; and a node's best split is found from
-sums over blocks of the presorted order, visiting the samples of a block only
-where a split inside it could beat the best split at a block boundary.
+values, to the bit where the tests and the benchmark compare them) and so the
+same predictions and `feature_importances_`. How it is vectorised: the
+features are sorted once per fit; the K trees of a stage are independent given
+the stage's probabilities, so they grow together, level by level; and a
+node's best split is found from sums over blocks of the presorted order,
+visiting the samples of a block only where a split inside it could beat the
+best split at a block boundary. Replaying scikit-learn's rounding where splits
+tie costs time of its own (see `_decide`, `_Origin`, `_exp`).
 
 What is reproduced, with where scikit-learn (1.9) does it:
 - Initial raw predictions: the class priors through the link (logit, or the
