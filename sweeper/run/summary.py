@@ -37,9 +37,10 @@ def budget_lines(work: Budget, config: SweepConfig) -> list[str]:
         return lines + ["estimate: no measured rate for this device in docs/benchmarks.md; pass --rate IMAGES_PER_S"]
     hours, resources = work.trial_hours, config.resources
     device = f"{hours * resources.gpu:.3g} GPU-hours" if resources.gpu else f"{hours * resources.cpu:.3g} CPU-hours"
+    bound = ", at most: trials stopped early train less" if config.search.scheduler != "fifo" else ""
     return lines + [
         f"estimate: {duration(hours)} of trial time, one trial after another; {device} "
-        f"(at {work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source})"
+        f"(at {work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source}){bound}"
     ]
 
 

@@ -18,9 +18,9 @@ or below the last step queued or logged are skipped and each history stays
 continuous, with no step twice.
 
 A trial that a scheduler (ASHA, or the Pareto scheduler) stopped before its
-last step ends FINISHED, as Tune ends it, with the tag `stopped_early_at_step`:
-the step of the rung it was stopped at, so its shorter curve is not read as a
-model trained to the end.
+last step ends KILLED with the tag `stopped_early_at_step`, the step of the
+rung it was stopped at: its models are not trained to the end, so `select`,
+`report` and `export`, which take FINISHED runs, leave them out (and say so).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class MLflowTrialCallback(Callback):
         for key, _ in self._running(trial):
             if stopped_early:
                 self.buffer.add("tag", key, key=STOPPED_EARLY_TAG, value=str(step))
-            self._end(key, "FINISHED")
+            self._end(key, "KILLED" if stopped_early else "FINISHED")
         self.buffer.flush()
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

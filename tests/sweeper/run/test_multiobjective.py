@@ -107,7 +107,7 @@ def test_the_pareto_scheduler_stops_a_dominated_pack_and_optuna_prunes_it(tmp_pa
     stopped = [r for r in runs if "stopped_early_at_step" in r.data.tags]
     assert len(stopped) == SEEDS * len(pruned)
     for run in stopped:  # stopped at the first rung, after the report that reached it
-        assert run.info.status == "FINISHED" and run.data.tags["stopped_early_at_step"] == "10"
+        assert run.info.status == "KILLED" and run.data.tags["stopped_early_at_step"] == "10"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [10]
     finished = [r for r in runs if r not in stopped]
     for trial in complete:
