@@ -9,6 +9,7 @@ standard AWS environment variables, as a user's MinIO or S3 would be.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "sweeps"  # made by the s3_env fixture
-STEPS, REPORT = 480, 40  # a checkpoint with every report; a trial outlasts the wait before the kill
+STEPS, REPORT = 480, 40  # a checkpoint with every report
 TINY = [
     "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
@@ -32,7 +33,17 @@ TINY = [
 
 def sweeper(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=420)
+
+
+class MakesAFile:
+    """Unpickled, it creates a file: what a writer of the bucket would put into Tune's state."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def objects(store: pyarrow.fs.S3FileSystem, prefix: str) -> list[str]:
@@ -41,19 +52,39 @@ def objects(store: pyarrow.fs.S3FileSystem, prefix: str) -> list[str]:
 
 
 @pytest.mark.sweep
-def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read_back_from_it(s3_env, tmp_path):
+def checkpoint_in_tune_state(sweeps: Path) -> bool:
+    """Tune's experiment state in the bucket (read as status reads it, nothing unpickled) holds a trial past
+    its first checkpoint: what a resume needs to restore a trial from the bucket."""
+    from sweeper.analyse.state import read_trials
+    from sweeper.errors import EnvironmentProblem
+
+    folders = list(sweeps.iterdir()) if sweeps.is_dir() else []
+    try:
+        rows = [row for folder in folders for row in read_trials(f"s3://{BUCKET}/ckpt/{folder.name}")]
+    except EnvironmentProblem:
+        return False  # caught mid-upload: the next look sees the whole object
+    return any(row.last_result.get("step", 0) >= REPORT for row in rows)
+
+
+def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read_back_from_it(
+    s3_env, tmp_path, monkeypatch
+):
     env, store = s3_env
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, env[key])  # this process reads Tune's state from the bucket too
     launch = [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *TINY,
               "--set", f"checkpoints=s3://{BUCKET}/ckpt/"]
     driver = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    try:  # kill the driver once the first trial has a checkpoint in the bucket
-        deadline = time.monotonic() + 600
-        while not [p for p in objects(store, f"{BUCKET}/ckpt") if p.endswith("/model.safetensors")]:
+    try:  # kill the driver once a checkpoint is in the bucket and in Tune's state there
+        deadline = time.monotonic() + 360
+        while not (
+            [p for p in objects(store, f"{BUCKET}/ckpt") if p.endswith("/model.safetensors")]
+            and checkpoint_in_tune_state(tmp_path / "sweeps")
+        ):
             assert driver.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+            assert time.monotonic() < deadline, "no checkpoint reached the bucket and Tune's state there"
             time.sleep(1)
-        time.sleep(12)  # Tune uploads its experiment state at most every 10 s
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -90,6 +121,15 @@ def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read
     assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
     (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
     assert (model_dir / "model.safetensors").is_file()
+
+    # Whoever can write the bucket but not the driver's folder cannot make a resume unpickle what it wrote.
+    marker = tmp_path / "pwned"
+    with store.open_output_stream(f"{BUCKET}/ckpt/{sweep_id}/tuner.pkl") as state:
+        state.write(pickle.dumps(MakesAFile(marker)))
+    refused = sweeper(["resume", sweep_id], tmp_path, env)
+    assert refused.returncode == 3, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"s3://{BUCKET}/ckpt/{sweep_id}/tuner.pkl: changed since the sweep's driver wrote it" in refused.stderr
+    assert not marker.exists()
 
 
 def test_a_bucket_the_driver_cannot_write_to_is_refused_before_anything_exists(s3_env, tmp_path):
