@@ -58,12 +58,33 @@ def ray_cluster(
             worker = [*prefix, ray_cli(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
                       *flags]
             subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
-            time.sleep(3)
+        wait_for_nodes(f"127.0.0.1:{port}", 1 + len(workers), env)
         yield f"127.0.0.1:{port}", env
     finally:
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
-        time.sleep(2)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-f", temp_dir], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the cluster's processes outlived SIGKILL"
+            time.sleep(0.5)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# Asked from a process of its own: the test process itself never joins a cluster as a driver.
+ALIVE_NODES = "import ray, sys; ray.init(address=sys.argv[1]); print(sum(n['Alive'] for n in ray.nodes()))"
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:
+    """Until the cluster's control store lists `count` live nodes: a worker `ray start` returned for has
+    not always registered yet."""
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run([sys.executable, "-c", ALIVE_NODES, address], env=env, capture_output=True, text=True,
+                              timeout=120)
+        alive = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+        if alive == [str(count)]:
+            return
+        assert time.monotonic() < deadline, f"the cluster has {alive or done.stderr[-500:]} live nodes, not {count}"
+        time.sleep(0.5)
 
 
 def smoke_args(address: str, *overrides: str) -> list[str]:
@@ -84,7 +105,7 @@ def test_sweep_on_a_cluster_packs_two_trials_per_gpu_on_both_workers(tmp_path):
     with ray_cluster(gpu_worker, gpu_worker) as (address, env):
         args = smoke_args(address, "--set", "resources.gpu=0.5", "--set", "resources.cpu=1",
                           "--set", "search.seeds=2", "--set", "training.steps=50", "--set", "training.report_every=25")
-        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"4 trials on {address}" in done.stdout
 
@@ -135,7 +156,7 @@ def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(t
                         break
             assert victim is not None, "no trial got past its first checkpoint in time"
             kill_node(victim.data.tags["ray_node_id"])
-            out, _ = sweep.communicate(timeout=900)
+            out, _ = sweep.communicate(timeout=420)
         finally:
             if sweep.poll() is None:
                 sweep.kill()
