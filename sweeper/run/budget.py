@@ -48,7 +48,7 @@ def budget(config: SweepConfig, rate: float | None = None, benchmarks: Path = BE
 
 def sections(text: str) -> dict[str, str]:
     """The sections `python -m bench` writes, by name."""
-    return {m[1]: m[2] for m in re.finditer(r"<!-- section:(\w+) -->(.*?)<!-- /section:\1 -->", text, re.S)}
+    return {m[1]: m[2] for m in re.finditer(r"<!-- section:(\w+) -->(.*?)<!-- /section:\1 -->", text, re.DOTALL)}
 
 
 def table_rows(section: str, first_header: str) -> list[list[str]]:

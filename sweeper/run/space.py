@@ -236,6 +236,6 @@ def describe_plan(config: SweepConfig) -> list[str]:
         f"C_max in {search.capacity}",
         f"each {how} over seeds {seeds(config)[0]}..{seeds(config)[-1]};"
         f" optimising the seeds' mean {search.objectives_text()}",
-        *([f"stopping packs early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
+        *([f"stopping trials early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
           if search.scheduler != "fifo" else []),
     ]  # fmt: skip

@@ -31,17 +31,15 @@ def print_plan(config: SweepConfig, address: str | None, rate: float | None = No
 
 def budget_lines(work: Budget, config: SweepConfig) -> list[str]:
     """The work, and its time and device-hours at the rate it names (or why there is no estimate)."""
-    lines = [f"work: {work.models} models x {work.steps:,} steps x batch {config.training.batch_size} = "
-             f"{work.images:,} images"]  # fmt: skip
+    batch = config.training.batch_size
+    lines = [f"work: {work.models} models x {work.steps:,} steps x batch {batch} = {work.images:,} images"]
     if work.rate is None or work.trial_hours is None:
         return lines + ["estimate: no measured rate for this device in docs/benchmarks.md; pass --rate IMAGES_PER_S"]
     hours, resources = work.trial_hours, config.resources
     device = f"{hours * resources.gpu:.3g} GPU-hours" if resources.gpu else f"{hours * resources.cpu:.3g} CPU-hours"
     bound = ", at most: trials stopped early train less" if config.search.scheduler != "fifo" else ""
-    return lines + [
-        f"estimate: {duration(hours)} of trial time, one trial after another; {device} "
-        f"(at {work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source}){bound}"
-    ]
+    rate = f"{work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source}"
+    return [*lines, f"estimate: {duration(hours)} of trial time, one trial after another; {device} (at {rate}){bound}"]
 
 
 def duration(hours: float) -> str:

@@ -78,7 +78,10 @@ def scheduler() -> ParetoHalving:
 def test_the_scheduler_stops_a_pack_dominated_at_a_rung_on_its_seed_means():
     halving = scheduler()
     assert halving.rungs == [10, 20]
-    decide = lambda trial, result: halving.on_trial_result(None, StubTrial(trial), result)  # noqa: E731
+
+    def decide(trial: str, result: dict) -> str:
+        return halving.on_trial_result(None, StubTrial(trial), result)
+
     assert decide("a", pack_result(10, [1.0, 3.0], [0.5, 0.5])) == TrialScheduler.CONTINUE  # first at the rung
     # b's first seed beats a on both objectives, but its seed means are dominated by a's (2.0, 0.5).
     assert decide("b", pack_result(10, [0.5, 4.5], [0.6, 0.3])) == TrialScheduler.STOP
