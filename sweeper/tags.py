@@ -21,6 +21,7 @@ TRIAL_TAG = "ray_trial_id"  # the Ray Tune trial that trains it (a packed trial 
 SEED_TAG = "seed"
 CHECKPOINT_TAG = "checkpoint"  # its latest checkpoint folder or object-store URI
 ERROR_TAG = "error"  # why it failed
+STOPPED_EARLY_TAG = "stopped_early_at_step"  # the rung a scheduler stopped it at (its run ends KILLED)
 PLACEMENT_TAGS = ("node_ip", "hostname", "ray_node_id", "gpu_ids")  # where it trained, from its reports
 
 # Tags `sweeper select` writes.

@@ -48,6 +48,7 @@ from sweeper.tags import (
     ROLE_TRIAL,
     SEED_PARAM,
     SEED_TAG,
+    STOPPED_EARLY_TAG,
     SWEEP_TAG,
     TRIAL_INDEX_PARAM,
     TRIAL_TAG,
@@ -65,7 +66,6 @@ from trainables.trial import (
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 MODEL_ERROR = "error"  # a packed trial's `model/<seed>/error`: why that model stopped
-STOPPED_EARLY_TAG = "stopped_early_at_step"  # the rung a scheduler stopped the trial at
 
 
 def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> list[Metric]:
