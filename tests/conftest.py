@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-def run_sweeper(args: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
+def run_sweeper(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m sweeper ARGS` in `cwd`, with the defaults a new user has (no tracking or Ray env)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     return subprocess.run(
