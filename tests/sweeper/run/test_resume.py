@@ -21,7 +21,7 @@ STEPS, REPORT, CHECKPOINT = 360, 20, 40
 CONFIGURATIONS = 2
 ARGS = [
     "--set", "search.beta={low: 1.0, high: 8.0, log: true}", "--set", "search.capacity=[0.0]",
-    "--set", f"search.num_samples={CONFIGURATIONS}", "--set", "search.seeds=1", "--set", "search.max_concurrent=1",
+    "--set", f"search.num_samples={CONFIGURATIONS}", "--set", "search.seeds=1", "--set", "search.pack_seeds=false", "--set", "search.max_concurrent=1",
     "--set", "resources.cpu=1", "--set", "resources.gpu=0",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
     "--set", f"training.checkpoint_every={CHECKPOINT}",

@@ -527,10 +527,10 @@ def test_a_server_still_away_at_the_end_leaves_the_writes_on_disk_and_resume_wri
     work = tmp_path / "work"
     work.mkdir()
     args = ["launch", SMOKE, *TINY, "--set", "training.steps=200", "--set", "training.report_every=20",
-            "--set", "eval.every=200", "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=away"]  # fmt: skip
+            "--set", "eval.every=200", "--set", f"tracking.uri={server.uri}", "--set", "tracking.experiment=away", "--set", "tracking.wait_s=5"]  # fmt: skip
     out = (tmp_path / "sweep.out").open("w")
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", *args], cwd=work, env=sweeper_env(SWEEPER_TRACKING_WAIT_S="5"),
+        [sys.executable, "-m", "sweeper", *args], cwd=work, env=sweeper_env(),
         stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     client = MlflowClient(server.uri)
