@@ -5,8 +5,10 @@ prior initialisation, log-loss (multinomial deviance; binomial with one tree
 per stage for two classes), learning rate 0.1, 100 stages, regression trees of
 depth 3 on the negative gradient, min_samples_split 2, min_samples_leaf 1, no
 subsampling. `ExactBoosting` builds the same trees (features, thresholds, leaf
-values, to the bit where the tests and the benchmark compare them) and so the
-same predictions and `feature_importances_`. How it is vectorised: the
+values) and so the same predictions and `feature_importances_`: to the bit in
+the tests and in 100-stage fits on 1,000 dSprites codes; at the reference
+sizes (10,000 codes) the DCI scores of both agreed to 2.1e-6, so a tie there
+is still decided otherwise somewhere (see the end). How it is vectorised: the
 features are sorted once per fit; the K trees of a stage are independent given
 the stage's probabilities, so they grow together, level by level; and a
 node's best split is found from sums over blocks of the presorted order,
