@@ -17,6 +17,7 @@ from sweeper.errors import EnvironmentProblem
 
 SWEEP_RECORD = "sweep.json"
 RESOLVED_CONFIG = "config.yaml"
+OPTUNA_JOURNAL = "optuna.journal"  # the study of an Optuna sweep, JSON lines that outlive the driver
 MAX_RECORD_BYTES = 16 << 20  # the state digests grow with the trials: a few hundred bytes each
 DIGEST_SCHEMES = ("sha256", "hmac-sha256")
 

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.trial import model_key
+from trainables.trial import MODEL_ERROR, MODELS_FAILED, model_key
 
 
 @dataclass
@@ -33,9 +33,9 @@ class PackReport:
             metrics.update({model_key(seed, key): value for key, value in values.items()})
             keys.update(dict.fromkeys(values))
         for seed, reason in self.failed.items():
-            metrics[model_key(seed, "error")] = reason
+            metrics[model_key(seed, MODEL_ERROR)] = reason
         for key in keys:
             metrics[key] = statistics.fmean(v[key] for v in self.models.values() if key in v)
         metrics["images_per_sec"] = self.images_per_sec
-        metrics["models_failed"] = float(len(self.failed))
+        metrics[MODELS_FAILED] = float(len(self.failed))
         return metrics

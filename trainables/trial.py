@@ -24,6 +24,8 @@ TRIAL_INDEX = "__trial_index__"
 PACK_SEEDS = "pack_seeds"  # the seeds a packed trial trains as one stacked model
 # A packed trial reports each model's values under `model/<seed>/<key>` (and their seed means under
 # the plain keys, for the searcher and the scheduler); each model's checkpoint is a folder of its own.
+MODEL_ERROR = "error"  # `model/<seed>/error`: why that model of a pack stopped
+MODELS_FAILED = "models_failed"  # a pack's count of failed models, with the seed means
 _MODEL_KEY = re.compile(r"^model/(?P<seed>\d+)/(?P<key>.+)$")
 
 

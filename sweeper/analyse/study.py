@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-OPTUNA_JOURNAL = "optuna.journal"
+from sweeper.record import OPTUNA_JOURNAL
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
-from sweeper.analyse.study import OPTUNA_JOURNAL
 from sweeper.config import Range, SweepConfig, Values
+from sweeper.record import OPTUNA_JOURNAL
 from sweeper.run.pareto import ParetoHalving
-from trainables.trial import PACK_SEEDS, TRIAL_INDEX
-
-MODELS_FAILED = "models_failed"  # a packed trial's count of models that failed (trainables.pack_report)
+from trainables.trial import MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX
 
 
 def _domain(values: Values) -> Any:

@@ -56,6 +56,8 @@ from sweeper.tags import (
 from sweeper.tracking.buffer import TrackingBuffer
 from sweeper.tracking.client import SweepTracking, flatten, library_versions, run_key
 from trainables.trial import (
+    MODEL_ERROR,
+    MODELS_FAILED,
     TRIAL_INDEX,
     ModelSpec,
     TrialSpec,
@@ -65,7 +67,6 @@ from trainables.trial import (
 
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
-MODEL_ERROR = "error"  # a packed trial's `model/<seed>/error`: why that model stopped
 
 
 def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> list[Metric]:
@@ -79,7 +80,9 @@ def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> li
 def model_results(spec: TrialSpec, result: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Each model's own result: a plain trial's result as it is; for a pack, each model's keys
     without their prefix, with the values of the whole pack that every model shares (the step, a
-    restore, the placement). The pack's seed means stay out: they are the searcher's, not a model's."""
+    restore, the placement) and its share of the pack's images/s (what a single trial reports, so
+    the runs compare across packed and single sweeps). The pack's seed means stay out: they are the
+    searcher's, not a model's."""
     if not spec.packed:
         return {spec.seeds[0]: result}
     own: dict[int, dict[str, Any]] = {seed: {} for seed in spec.seeds}
@@ -91,6 +94,9 @@ def model_results(spec: TrialSpec, result: dict[str, Any]) -> dict[int, dict[str
                 own[split[0]][split[1]] = value
         elif key in ("step", "restored_from_step", *PLACEMENT_TAGS):
             shared[key] = value
+    training = len(spec.seeds) - int(result.get(MODELS_FAILED, 0))
+    if "images_per_sec" in result and training > 0:
+        shared["images_per_sec"] = float(result["images_per_sec"]) / training
     return {seed: {**shared, **values} for seed, values in own.items()}
 
 
