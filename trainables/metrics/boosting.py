@@ -267,7 +267,8 @@ def _fit_tree(
 ):  # fmt: skip
     """Tree t (class k of its stage) and its leaf values, added to the raw predictions of class k."""
     n = x.shape[0]
-    for faithful in (False, True):
+    faithful = np.zeros(MAX_NODES, dtype=np.bool_)
+    while True:
         left[t, :], right[t, :] = TREE_LEAF, TREE_LEAF
         feature[t, :], threshold[t, :] = TREE_UNDEFINED, TREE_UNDEFINED
         for i in range(n):
@@ -279,7 +280,15 @@ def _fit_tree(
         )  # fmt: skip
         if node_count[t] >= 0:
             break
-        regrown[t] = 1
+        regrown[t] += 1
+        node = -node_count[t] - 1  # undecided: it and its ancestors sort as scikit-learn next time
+        faithful[node] = True
+        while node > 0:
+            for up in range(node):
+                if left[t, up] == node or right[t, up] == node:
+                    node = up
+                    break
+            faithful[node] = True
     _leaf_values(negative[k], target[k], leaf_of, left[t], node_count[t], num_classes, value[t])
     for i in range(n):
         raw[i, k] += learning_rate * value[t, leaf_of[i]]
@@ -313,15 +322,18 @@ def _grow_tree(
     x, xt, y, order0, order, twin, ties, faithful, seed, samples, sorted_x, goes_left, spare_order,
     inverse, leaf_of, left, right, feature, threshold, impurity, n_node,
 ):  # fmt: skip
-    """One regression tree on y, depth first as `DepthFirstTreeBuilder`; its node count, or -1.
+    """One regression tree on y, depth first as `DepthFirstTreeBuilder`; its node count, or -(node + 1).
 
     order[f, start:end] holds each node's samples sorted by feature f (the
-    root reads order0, the presort; xt is the features, feature-major); samples[start:end] the
-    order scikit-learn's samples array holds (up to twins) where it matters.
-    Not `faithful`: ties between samples that are not twins keep the
-    presort's order, which rounds some sums otherwise than scikit-learn, and
-    -1 is returned where a decision falls within that rounding in a node
-    whose sums are not known to be scikit-learn's.
+    root reads order0, the presort; xt is the features, feature-major);
+    samples[start:end] the order scikit-learn's samples array holds (up to
+    twins) where it matters. A node whose id is not `faithful` keeps the
+    presort's order of tied samples that are not twins, which rounds some
+    sums otherwise than scikit-learn; where a decision of such a node falls
+    within that rounding and its sums are not known to be scikit-learn's, the
+    node is returned, linked to its parent, as -(node + 1). A faithful node
+    sorts as scikit-learn (introsort where its samples tie), and so leaves its
+    children in scikit-learn's order, if its parent is faithful too.
     """
     n, num_features = x.shape
     features = np.arange(num_features)
@@ -352,11 +364,11 @@ def _grow_tree(
         if count == 0:
             mean = sum_total / weighted
             node_impurity = square_total / weighted - mean * mean
-        elif not (faithful or impurity_exact or is_leaf):
+        elif not (faithful[count] or impurity_exact or is_leaf):
             mean = sum_total / weighted
             slack = 16.0 * ROUNDING * (square_total + 2.0 * abs(mean) * absolute + square_total / weighted)
             if abs(node_impurity - EPSILON) <= slack:
-                return -1
+                return _undecided(left, right, parent, is_left, count)
         is_leaf = is_leaf or node_impurity <= EPSILON
         position, best_feature, best_threshold = end, 0, 0.0
         impurity_left, impurity_right = np.inf, np.inf
@@ -364,13 +376,13 @@ def _grow_tree(
         if not is_leaf:
             position, best_feature, best_threshold, impurity_left, impurity_right, improvement, known, left_exact, right_exact = (
                 _split(
-                    x, xt, y, order0 if depth == 0 else order, twin, ties, faithful,
+                    x, xt, y, order0 if depth == 0 else order, twin, ties, faithful[count],
                     exact, samples, sorted_x, features, constant, state, inverse, start, end, known, node_impurity,
                     sum_total, square_total, absolute, largest, weighted, weighted_samples,
                 )
             )  # fmt: skip
             if position < 0:
-                return -1
+                return _undecided(left, right, parent, is_left, count)
             is_leaf = position >= end or improvement + EPSILON < 0.0
         node = count
         count += 1
@@ -397,6 +409,16 @@ def _grow_tree(
               impurity_left)  # fmt: skip
         top += 2
     return count
+
+
+@_jit
+def _undecided(left, right, parent, is_left, node):
+    if parent >= 0:
+        if is_left:
+            left[parent] = node
+        else:
+            right[parent] = node
+    return -(node + 1)
 
 
 @_jit
@@ -490,7 +512,10 @@ def _split(
     certain = certain or (exact and _tie_free(order, xt, twin, ties, start, end))
     if not certain:
         return -1, 0, 0.0, np.inf, np.inf, -np.inf, total, False, False
-    impurity_left, impurity_right, improvement, left_exact, right_exact = np.inf, np.inf, -np.inf, True, True
+    impurity_left, impurity_right, improvement = np.inf, np.inf, -np.inf
+    # A faithful node's sorts are scikit-learn's where its own samples' order is; otherwise a child's
+    # order depends only on the presorted order of the last feature sorted.
+    left_exact = right_exact = exact or not faithful
     if best_position < end:
         if current >= 0:
             if not faithful and ties[current]:
