@@ -101,7 +101,7 @@ class EvalSettings(Strict):
     representation: Literal["mean", "sampled"] = "mean"
     dci_backend: Literal[DCI_BACKENDS] = Field(  # type: ignore[valid-type]
         "exact",
-        description="DCI's classifier: `exact` (scikit-learn's trees rebuilt with numpy, faster) or `sklearn`",
+        description="DCI's classifier: `exact` (scikit-learn's trees built by compiled code, faster) or `sklearn`",
     )
 
     @model_validator(mode="after")
