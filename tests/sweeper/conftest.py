@@ -159,7 +159,9 @@ def s3_env():
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "the S3 server did not start"
+            assert server.poll() is None, "the S3 server ended before it listened"
+            if time.monotonic() >= deadline:
+                pytest.fail("the S3 server did not start")
             time.sleep(0.2)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     env.update(

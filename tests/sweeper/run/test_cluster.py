@@ -64,7 +64,8 @@ def ray_cluster(
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
         deadline = time.monotonic() + 60
         while subprocess.run(["pgrep", "-f", temp_dir], capture_output=True).returncode == 0:
-            assert time.monotonic() < deadline, "the cluster's processes outlived SIGKILL"
+            if time.monotonic() >= deadline:
+                pytest.fail("the cluster's processes outlived SIGKILL")
             time.sleep(0.5)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -83,7 +84,8 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:
         alive = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
         if alive == [str(count)]:
             return
-        assert time.monotonic() < deadline, f"the cluster has {alive or done.stderr[-500:]} live nodes, not {count}"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"the cluster has {alive or done.stderr[-500:]} live nodes, not {count}")
         time.sleep(0.5)
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+
+import pytest
 
 # Each process imports MLflow, says it is ready, waits for the word, then opens the store.
 OPEN_STORE = textwrap.dedent(
@@ -37,7 +38,9 @@ def test_two_processes_opening_a_fresh_sqlite_store_at_once_both_succeed(tmp_pat
     ]  # fmt: skip
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process did not start"
+        assert all(p.poll() is None for p in procs), "a process ended before it was ready"
+        if time.monotonic() >= deadline:
+            pytest.fail("a process did not start")
         time.sleep(0.05)
     (tmp_path / "go").touch()
     outputs = [p.communicate(timeout=300) for p in procs]
