@@ -156,7 +156,11 @@ def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(t
                     if "checkpoint" in run.data.tags and checkpoint < run.data.metrics.get("step", 0) < steps - report:
                         victim = run
                         break
-            assert victim is not None, "no trial got past its first checkpoint in time"
+            if victim is None:
+                ended = sweep.poll() is not None
+                said = sweep.communicate()[0][-3000:] if ended else ""
+                pytest.fail(f"no trial got past its first checkpoint; the sweep {'ended:' if ended else 'still runs'}"
+                            f"\n{said}")
             kill_node(victim.data.tags["ray_node_id"])
             out, _ = sweep.communicate(timeout=420)
         finally:
