@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeper.tracking.client import connect
+
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.sweep
 QUICK_TRIALS = ["--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min"]
@@ -95,7 +97,9 @@ def smoke_args(address: str, *overrides: str) -> list[str]:
 
 
 def trial_runs(folder: Path) -> list:
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    # Through the project's opener: it holds the store's schema lock, so a poll while the driver creates
+    # MLflow's schema waits for it instead of migrating the same file at once.
+    client = connect(f"sqlite:///{folder / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     if experiment is None:
         return []
