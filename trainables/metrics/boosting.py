@@ -264,7 +264,7 @@ def _boost(
         for me in numba.prange(threads):
             for k in range(me, trees, threads):
                 _fit_tree(
-                    x, labels, num_classes, learning_rate, order0, xt, twin, ties, seeds, stage * trees + k,
+                    x, num_classes, learning_rate, order0, xt, twin, ties, seeds, stage * trees + k,
                     k, negative, target, raw, order[me], samples[me], sorted_x[me], goes_left[me],
                     spare_order[me], leaf_of[me], inverse, left, right, feature, threshold,
                     impurity, n_node, value, node_count, regrown,
@@ -274,7 +274,7 @@ def _boost(
 
 @_jit
 def _fit_tree(
-    x, labels, num_classes, learning_rate, order0, xt, twin, ties, seeds, t, k, negative, target, raw,
+    x, num_classes, learning_rate, order0, xt, twin, ties, seeds, t, k, negative, target, raw,
     order, samples, sorted_x, goes_left, spare_order, leaf_of, inverse, left, right,
     feature, threshold, impurity, n_node, value, node_count, regrown,
 ):  # fmt: skip
@@ -499,7 +499,7 @@ def _split(
             if value <= below + FEATURE_THRESHOLD:
                 continue
             if p - at > end - p:  # `update` takes this jump from the node's end instead
-                sum_left = _update(y, index, start, end, at, p, 0.0, sum_total)
+                sum_left = _update(y, index, end, at, p, 0.0, sum_total)
             at = p
             sum_right = sum_total - sum_left
             # a cheap bound first: reciprocals, no divisions, within 4 units of rounding of the proxy
@@ -540,7 +540,7 @@ def _split(
             else:
                 high -= 1
                 samples[low], samples[high] = samples[high], samples[low]
-        sum_left = _update(y, samples, start, end, start, best_position, 0.0, sum_total)
+        sum_left = _update(y, samples, end, start, best_position, 0.0, sum_total)
         sum_right = sum_total - sum_left
         weighted_left = float(best_position - start)
         weighted_right = weighted - weighted_left
@@ -571,7 +571,7 @@ def _split(
 
 
 @_jit
-def _update(y, index, start, end, at, new, sum_left, sum_total):
+def _update(y, index, end, at, new, sum_left, sum_total):
     """`RegressionCriterion.update` from position `at` to `new`: the left sum (the left count is new - start)."""
     if new - at <= end - new:
         for p in range(at, new):
