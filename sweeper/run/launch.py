@@ -74,6 +74,7 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
     tracking_uri = absolute_tracking_uri(config.tracking_uri())
     if address:
         check_ray_address(address)
+    space.check_search(config)
     client = connect(tracking_uri)
 
     sweep_id = new_sweep_id(config.name)

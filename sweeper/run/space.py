@@ -20,6 +20,7 @@ all, and Optuna keeps a multi-objective study whose Pareto front
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
 from sweeper.config import Range, SweepConfig, Values
+from sweeper.errors import EnvironmentProblem
 from sweeper.record import OPTUNA_JOURNAL
 from sweeper.run.pareto import ParetoHalving
 from trainables.trial import MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX
@@ -175,32 +177,81 @@ class PackSearcher(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
 
+def sampler(name: str, seed: int = 0) -> Any:
+    """Optuna's sampler of that name, made to pickle as its name and seed.
+
+    Ray Tune pickles the searcher, and with it the sampler, when it builds the
+    Tuner and at every searcher checkpoint; a sampler's own attributes change
+    between Optuna releases (5.1's NSGAIISampler holds a thread lock, which no
+    pickle takes). Pickled as `sampler(name, seed)`, a sampler is rebuilt fresh
+    when unpickled: whatever state it needs comes from the study, which the
+    journal in the sweep folder holds and `resume` reads anyway.
+    """
+    import optuna
+
+    classes = {
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "random": optuna.samplers.RandomSampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+    }
+    base = classes[name]
+    rebuilt = type(base.__name__, (base,), {"__reduce__": lambda self: (sampler, (name, seed))})
+    return rebuilt(seed=seed)
+
+
 def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher | None:
     search = config.search
     if search.kind == "grid":
         return None
-    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
 
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=0),
-        "gp": lambda: optuna.samplers.GPSampler(seed=0),
-        "random": lambda: optuna.samplers.RandomSampler(seed=0),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=0),
-    }
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / OPTUNA_JOURNAL)))
     optuna_search = OptunaSearch(
         metric=search.metric,  # a list for several objectives: Optuna then keeps a multi-objective study
         mode=search.mode,
-        sampler=samplers[search.sampler](),
+        sampler=sampler(search.sampler),
         storage=storage,
         study_name=study_name,
     )
     if search.pack_seeds:
         return PackSearcher(optuna_search, config.training.steps)
     return SeedRepeater(optuna_search, repeat=search.seeds)
+
+
+def check_search(config: SweepConfig) -> None:
+    """Build the searcher and the scheduler as a sweep would, and pickle them as Ray Tune does.
+
+    Tune pickles both when it builds the Tuner and when it checkpoints the
+    sweep; a release of Optuna or Ray that breaks either would otherwise end
+    `launch` in a traceback after the sweep's folder and MLflow run exist.
+    Here it is an environment problem naming the packages, before anything is made.
+    """
+    import optuna
+    import ray
+    from ray import cloudpickle
+
+    versions = f"optuna {optuna.__version__}, ray {ray.__version__}"
+    search = config.search
+    with tempfile.TemporaryDirectory() as folder:
+        builders = {"searcher": lambda: searcher(config, Path(folder), "check"), "scheduler": lambda: scheduler(config)}
+        for what, build in builders.items():
+            try:
+                built = build()
+            except Exception as error:
+                raise EnvironmentProblem(
+                    f"the {what} of search.sampler={search.sampler!r}, search.scheduler={search.scheduler!r} "
+                    f"cannot be built with {versions}: {type(error).__name__}: {error}"
+                ) from error
+            try:
+                cloudpickle.loads(cloudpickle.dumps(built))
+            except Exception as error:
+                raise EnvironmentProblem(
+                    f"the {what} ({type(built).__name__}) cannot be saved as Ray Tune saves it, with {versions}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
 
 
 def scheduler(config: SweepConfig) -> TrialScheduler:

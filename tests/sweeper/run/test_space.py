@@ -92,3 +92,67 @@ def test_asha_stops_packs_on_their_seed_mean_not_on_a_seed():
         decisions[trial_id] = asha.on_trial_result(None, trial, {**report.tune_metrics(), "step": 10})
     # At the rung c's mean (4.33) is below the median of a and b (3.5), though its first seeds beat both.
     assert decisions == {"a": TrialScheduler.CONTINUE, "b": TrialScheduler.CONTINUE, "c": TrialScheduler.STOP}
+
+
+def _search_config(sampler: str, scheduler: str, metrics: list[str], pack_seeds: bool):
+    from sweeper.config import validate_config
+
+    one = len(metrics) == 1
+    search = {
+        "kind": "optuna", "beta": {"low": 1.0, "high": 16.0, "log": True}, "capacity": [0.0], "num_samples": 4,
+        "seeds": 2, "pack_seeds": pack_seeds, "sampler": sampler, "scheduler": scheduler,
+        "metric": metrics[0] if one else metrics, "mode": "min" if one else ["min"] * len(metrics),
+    }  # fmt: skip
+    raw = {"name": "pickle", "search": search, "eval": {"metrics": ["mig"]}}
+    return validate_config(raw, "test")
+
+
+SEARCHES = [
+    (sampler, scheduler, metrics, pack)
+    for sampler in ("tpe", "gp", "random", "nsga2")
+    for metrics in (["recon"], ["recon", "disent/mig"])
+    for pack in (False, True)
+    for scheduler in ("fifo", "asha", "pareto")
+    if not (scheduler == "asha" and (len(metrics) > 1 or not pack))  # refused by the config
+    and not (scheduler == "pareto" and not pack)
+]
+
+
+@pytest.mark.parametrize(("sampler", "scheduler", "metrics", "pack"), SEARCHES)
+def test_every_searcher_and_scheduler_survives_tunes_pickling(tmp_path, sampler, scheduler, metrics, pack):
+    """As Tune saves them: the Tuner's state through ray.cloudpickle, the searcher's checkpoint by `save`."""
+    from ray import cloudpickle
+
+    from sweeper.run import space
+
+    config = _search_config(sampler, scheduler, metrics, pack)
+    for built in (space.searcher(config, tmp_path, "sweep"), space.scheduler(config)):
+        assert type(cloudpickle.loads(cloudpickle.dumps(built))) is type(built)
+    search = space.searcher(config, tmp_path, "sweep")
+    search.set_search_properties(None, None, {"beta": space.param_space(config)["beta"]})  # as Tune does
+    assert 1.0 <= search.suggest("t0")["beta"] <= 16.0  # the study exists and has sampled once
+    search.save(str(tmp_path / "searcher.pkl"))
+    restored = space.searcher(config, tmp_path, "sweep")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert 1.0 <= restored.suggest("t1")["beta"] <= 16.0
+    space.check_search(config)
+
+
+class LockedSampler(optuna.samplers.RandomSampler):
+    """A sampler as a future Optuna might make it: holding something no pickle takes."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__(seed=0)
+        self._lock = threading.Lock()
+
+
+def test_a_searcher_that_cannot_be_saved_is_an_environment_problem_naming_the_versions(monkeypatch):
+    from sweeper.errors import EnvironmentProblem
+    from sweeper.run import space
+
+    monkeypatch.setattr(space, "sampler", lambda name, seed=0: LockedSampler())
+    with pytest.raises(EnvironmentProblem, match=rf"cannot be saved .* optuna {optuna.__version__}, ray ") as error:
+        space.check_search(_search_config("random", "fifo", ["recon"], pack_seeds=True))
+    assert error.value.exit_code == 3
