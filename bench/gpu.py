@@ -24,8 +24,6 @@ import torch
 
 from bench.machine import cores, cpu_model
 from bench.training import flops_per_image
-from trainables.pack import PackTrainer
-from trainables.pack_report import PackReport
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 
@@ -62,7 +60,7 @@ def trial_settings(batch: int, amp: bool, compiled: bool = False) -> TrialSettin
 
 
 def steady_rates(
-    make: Callable[[], Trainer | PackTrainer], warmup: int, window: int, windows: int
+    make: Callable[[], Trainer], warmup: int, window: int, windows: int
 ) -> tuple[list[float], float]:
     """Images/s of consecutive windows (each ends with the report's host sync), and peak MiB.
 
@@ -73,7 +71,7 @@ def steady_rates(
     rates = []
     for _ in range(windows):
         report = trainer.train(window)
-        rates.append(report.images_per_sec if isinstance(report, PackReport) else report["images_per_sec"])
+        rates.append(report.images_per_sec)
     peak = torch.cuda.max_memory_allocated() / 2**20
     del trainer
     torch.cuda.empty_cache()
@@ -84,45 +82,41 @@ def single_trial(
     batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: bool = False
 ) -> tuple[list[float], float]:
     settings = trial_settings(batch, amp, compiled)
-    return steady_rates(lambda: Trainer(settings, beta=4.0, capacity=0.0, seed=0), warmup, window, windows)
+    return steady_rates(lambda: Trainer(settings, beta=4.0, capacity=0.0, seeds=(0,)), warmup, window, windows)
 
 
 def one_pack(
     models: int, amp: bool, compiled: bool, warmup: int, window: int, windows: int
 ) -> tuple[list[float], float]:
     settings = trial_settings(64, amp, compiled)
-    return steady_rates(lambda: PackTrainer(settings, 4.0, 0.0, range(models)), warmup, window, windows)
+    return steady_rates(lambda: Trainer(settings, 4.0, 0.0, range(models)), warmup, window, windows)
 
 
 _PACKED_SCRIPT = """
 import json, sys, time, torch
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 share, warmup, seconds, compiled = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
-models = int(sys.argv[5])  # 0: a single trial, else a pack of that many seeds
+models = int(sys.argv[5])  # the seeds each trial trains as one stacked model
 training = {"batch_size": 64, "device": "cuda", "threads": 1, "compile": compiled}
 settings = TrialSettings.model_validate({"training": training})
-if models:
-    trainer = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=share)
-else:
-    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=share)
+trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=share)
 trainer.train(warmup)
 print("ready", flush=True)
 sys.stdin.readline()
 start, images = time.time(), 0
 while time.time() - start < seconds:
     trainer.train(50)  # the report at its end waits for the GPU
-    images += 50 * 64 * max(models, 1)
+    images += 50 * 64 * models
 print(json.dumps({"start": start, "end": time.time(), "images": images,
                   "reserved_mib": torch.cuda.max_memory_reserved() / 2**20}), flush=True)
 """
 
 
-def packed(trials: int, warmup: int, seconds: float, compiled: bool, models: int = 0) -> dict[str, float]:
+def packed(trials: int, warmup: int, seconds: float, compiled: bool, models: int = 1) -> dict[str, float]:
     """N trial processes on one card, released together: total and per-trial images/s.
 
-    `models`: 0 for single trials, else each trial is a pack of that many seeds."""
+    `models`: the seeds each trial trains as one stacked model."""
     args = [str(1 / trials), str(warmup), str(seconds), str(int(compiled)), str(models)]
     procs = [
         subprocess.Popen(

@@ -1,13 +1,14 @@
 """Training speed and memory: images/s, achieved GFLOP/s against the matmul rate, peak RSS,
-and a pack of seeds trained as one stacked model against as many single trials.
+the trainer with one model against a plain PyTorch loop, and a pack of seeds trained as one
+stacked model against as many trials of one model.
 
-The step is measured with the project's own `Trainer` and `PackTrainer` (the
-code a trial runs), after a warm-up long enough for denormal floats to appear
-in the convolution backward pass, so the figure is the steady state of a long
+The step is measured with the project's own `Trainer` (the code a trial
+runs), after a warm-up long enough for denormal floats to appear in the
+convolution backward pass, so the figure is the steady state of a long
 training and not its fast first minute. FLOPs per image are counted once with
-`torch.utils.flop_counter` on a forward and backward pass. The pack and its
-single trials are measured in one process, in alternating windows, so that
-load from elsewhere on the machine falls on both.
+`torch.utils.flop_counter` on the trainer's forward and backward pass.
+Comparisons are measured in one process, in alternating windows, so that load
+from elsewhere on the machine falls on both sides.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.machine import matmul_gflops
 from trainables.model import BetaVAE
 from trainables.objective import beta_vae_loss
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
+from trainables.stacked import StackedBetaVAE
 from trainables.trainer import Trainer
 
 BATCH = 64
 LARGE_BATCH = 256  # above glibc's largest mmap threshold per activation buffer: the page-fault case
 PACK = 5
-PUBLIC_TRAINER_GFLOPS = 33.0  # a widely used public PyTorch beta-VAE trainer on this kind of machine
 
 GPU_POINTER = (
     "GPU figures are in the section 'Training on a GPU' (`python -m bench --only gpu` on a machine with CUDA)."
@@ -40,38 +41,80 @@ GPU_POINTER = (
 
 
 def flops_per_image(batch: int = BATCH) -> float:
-    """Forward + backward FLOPs of one training step, per image."""
-    model = BetaVAE(10)
-    x = torch.zeros(batch, 1, 64, 64)
+    """Forward + backward FLOPs of one training step of one model, per image."""
+    model = StackedBetaVAE([BetaVAE(10)])
+    x = torch.zeros(batch, 1, 1, 64, 64)
     with FlopCounterMode(display=False) as counter:
-        logits, mu, logvar = model(x)
-        beta_vae_loss(logits, x, mu, logvar, beta=4.0, capacity=0.0).loss.backward()
+        logits, mu, logvar = model(x, torch.zeros(1, batch, 10))
+        beta_vae_loss(logits, x, mu, logvar, beta=4.0, capacity=0.0).loss.sum().backward()
     return counter.get_total_flops() / batch
+
+
+def settings_for(batch: int, threads: int) -> TrialSettings:
+    return TrialSettings.model_validate({"training": {"batch_size": batch, "threads": threads}})
 
 
 def images_per_second(threads: int, warmup_steps: int, window_steps: int, windows: int) -> list[float]:
     """Images/s of consecutive windows after `warmup_steps`, from the trainer's own reports."""
-    settings = TrialSettings.model_validate({"training": {"batch_size": BATCH, "threads": threads}})
-    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+    trainer = Trainer(settings_for(BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
     trainer.train(warmup_steps)
-    return [trainer.train(window_steps)["images_per_sec"] for _ in range(windows)]
+    return [trainer.train(window_steps).images_per_sec for _ in range(windows)]
 
 
 def large_batch(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], float]:
     """Images/s of windows at LARGE_BATCH, and the minor page faults per step over them."""
-    settings = TrialSettings.model_validate({"training": {"batch_size": LARGE_BATCH, "threads": threads}})
-    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+    trainer = Trainer(settings_for(LARGE_BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
     trainer.train(warmup)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    rates = [trainer.train(window)["images_per_sec"] for _ in range(windows)]
+    rates = [trainer.train(window).images_per_sec for _ in range(windows)]
     return rates, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (window * windows)
 
 
+class PlainLoop:
+    """The floor a trainer of one model is held to: the same `BetaVAE`, the loss written out, Adam,
+    nothing else. Its batches are rendered once beforehand and cycled, so the trainer alone pays for
+    drawing its data."""
+
+    def __init__(self, dataset: object, batches: int = 8, beta: float = 4.0) -> None:
+        torch.manual_seed(0)
+        self.model = BetaVAE(10)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+        rng = torch.Generator().manual_seed(0)
+        self.batches = [dataset.observations(dataset.sample_factors_torch(BATCH, rng)) for _ in range(batches)]
+        self.beta = beta
+
+    def train(self, steps: int) -> float:
+        """Images/s over `steps` steps."""
+        start = time.perf_counter()
+        for step in range(steps):
+            x = self.batches[step % len(self.batches)]
+            logits, mu, logvar = self.model(x)
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / BATCH
+            kl = 0.5 * (mu.square() + logvar.exp() - logvar - 1.0).sum(dim=1).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            (recon + self.beta * kl).backward()
+            self.optimizer.step()
+        return steps * BATCH / (time.perf_counter() - start)
+
+
+def one_against_plain_loop(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
+    """Images/s of the trainer with one model and of `PlainLoop`, window by window."""
+    trainer = Trainer(settings_for(BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
+    plain = PlainLoop(trainer.dataset)
+    trainer.train(warmup)
+    plain.train(warmup)
+    ours, floor = [], []
+    for _ in range(windows):
+        ours.append(trainer.train(window).images_per_sec)
+        floor.append(plain.train(window))
+    return ours, floor
+
+
 def pack_against_singles(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
-    """Images/s per model of a pack of PACK seeds and of PACK single trials trained in turn, window by window."""
-    settings = TrialSettings.model_validate({"training": {"batch_size": BATCH, "threads": threads}})
-    pack = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(PACK))
-    singles = [Trainer(settings, beta=4.0, capacity=0.0, seed=seed) for seed in range(PACK)]
+    """Images/s per model of a pack of PACK seeds and of PACK trials of one model trained in turn, window by window."""
+    settings = settings_for(BATCH, threads)
+    pack = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(PACK))
+    singles = [Trainer(settings, beta=4.0, capacity=0.0, seeds=(seed,)) for seed in range(PACK)]
     pack.train(warmup)
     for trainer in singles:
         trainer.train(warmup)
@@ -90,7 +133,7 @@ import json, resource, sys, torch
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 settings = TrialSettings.model_validate({"training": {"batch_size": %d, "threads": 1}})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0)
+trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=(0,))
 trainer.train(%d)
 print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -117,6 +160,8 @@ def run(quick: bool) -> str:
     peak = peak_memory_mib(20 if quick else 200)
     large, faults = large_batch(threads, 5 if quick else 20, 10 if quick else 20, windows)
     pack_warmup, pack_window = (5, 10) if quick else (50, 50)
+    plain_windows = 2 if quick else 7
+    ours, floor = one_against_plain_loop(threads, warmup, window, plain_windows)
     packed, single = pack_against_singles(threads, pack_warmup, pack_window, windows)
     lines = [
         "## Training step (CPU)",
@@ -133,22 +178,34 @@ def run(quick: bool) -> str:
         f"| float32 2048x2048 matmul, same process (before / after) | "
         f"{matmul_before:.0f} / {matmul_after:.0f} GFLOP/s |",
         f"| fraction of the matmul rate | {achieved / matmul:.1%} |",
-        f"| public trainer on this kind of machine | about {PUBLIC_TRAINER_GFLOPS:.0f} GFLOP/s (17% of about 200) |",
         f"| peak memory of one training process ({20 if quick else 200} steps, 1 thread) | {peak:.0f} MiB |",
         f"| batch {LARGE_BATCH} | {statistics.median(large):.0f} images/s "
         f"(windows: {', '.join(f'{r:.0f}' for r in large)}), {faults:.1f} minor page faults per step |",
         "",
-        f"A pack of {PACK} seeds trained as one stacked model (`search.pack_seeds`) against {PACK} single trials "
-        f"trained in turn in the same process, batch {BATCH} per model, {threads} torch threads; {pack_warmup} "
+        f"The trainer with one model (S = 1, the stack of one) against a plain PyTorch loop over the same `BetaVAE` "
+        f"(the loss written out, Adam, nothing else; its batches rendered beforehand, so only the trainer draws "
+        f"data in the timed windows), batch {BATCH}, {threads} torch threads; {warmup} warm-up steps each, then "
+        f"{plain_windows} alternating windows of {window} steps:",
+        "",
+        "| loop | images/s (median) | windows |",
+        "|---|---|---|",
+        f"| `Trainer`, one model | {statistics.median(ours):.0f} | {', '.join(f'{r:.0f}' for r in ours)} |",
+        f"| plain PyTorch loop | {statistics.median(floor):.0f} | {', '.join(f'{r:.0f}' for r in floor)} |",
+        "",
+        f"In this run the trainer ran at {statistics.median(ours) / statistics.median(floor):.1%} of the plain "
+        "loop's rate.",
+        "",
+        f"A pack of {PACK} seeds trained as one stacked model (`search.pack_seeds`) against {PACK} trials of one "
+        f"model trained in turn in the same process, batch {BATCH} per model, {threads} torch threads; {pack_warmup} "
         f"warm-up steps each, then {windows} alternating windows of {pack_window} steps; images/s per model:",
         "",
         "| trials | images/s per model (median) | windows |",
         "|---|---|---|",
         f"| pack of {PACK} | {statistics.median(packed):.0f} | {', '.join(f'{r:.0f}' for r in packed)} |",
-        f"| {PACK} single trials | {statistics.median(single):.0f} | {', '.join(f'{r:.0f}' for r in single)} |",
+        f"| {PACK} trials of one model | {statistics.median(single):.0f} | {', '.join(f'{r:.0f}' for r in single)} |",
         "",
         f"In this run a packed model trained at {statistics.median(packed) / statistics.median(single):.0%} of a "
-        "single trial's rate. A pack is for GPUs, where one model's kernels are too small to fill the card; on a "
+        "trial of one model's rate. A pack is for GPUs, where one model's kernels are too small to fill the card; on a "
         "CPU the step is arithmetic, which stacking does not remove.",
         "",
         GPU_POINTER,

@@ -44,3 +44,17 @@ def load_state(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {folder}: no {STATE_FILE}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_identity(folder: str | Path, state: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another model: its state must hold `expected` (searched values, seed).
+
+    A checkpoint found by path (a resume, an export) could be any model's; a
+    wrong one would continue or ship under another model's name.
+    """
+    saved = {key: state.get(key) for key in expected}
+    if saved != expected:
+        def shown(values: dict[str, Any]) -> str:
+            return ", ".join(f"{k}={v}" for k, v in values.items())
+
+        raise ValueError(f"checkpoint {folder} belongs to {shown(saved)}, not to {shown(expected)}")

@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from trainables.model import BetaVAE
+from trainables.model import BetaVAE, model_sizes
 
 FORMAT = "beta-sweeper-export"
 FORMAT_VERSION = 1
@@ -89,11 +89,9 @@ def write_manifest(folder: str | Path) -> Path:
 def model_config(weights: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """The architecture's sizes as the weights give them: latent size and image channels."""
     try:
-        latent_dim = int(weights["encoder.mean.weight"].shape[0])
-        channels = int(weights["encoder.features.0.weight"].shape[1])
+        return model_sizes(weights)
     except KeyError as exc:
         raise ExportError(f"{WEIGHTS_FILE}: not beta-VAE weights (no tensor {exc.args[0]!r})") from None
-    return {"latent_dim": latent_dim, "channels": channels}
 
 
 def save_exported(folder: str | Path, weights: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:

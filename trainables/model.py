@@ -7,7 +7,7 @@ Kept layer for layer as in the study so that scores are comparable: TF's
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -75,16 +75,13 @@ class BetaVAE(nn.Module):
         return self.decoder(z), mu, logvar
 
 
-def compiled_view(model: BetaVAE, mode: str | None) -> BetaVAE:
-    """`model` with its encoder and decoder under `torch.compile`, sharing its weights.
+def model_sizes(weights: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """The sizes a `BetaVAE` is built with, as its weights give them: `BetaVAE(**model_sizes(w))`.
 
-    Only the training step calls the view: evaluation encodes batches of many
-    sizes (each would be a recompilation) and checkpoints keep the plain
-    parameter names of `model`. The reparameterisation between the two halves
-    draws from the trial's generator, which a compiled graph cannot hold.
+    Read from the weights, so a checkpoint loads whatever settings its run
+    recorded. Raises KeyError naming a tensor that the weights of a `BetaVAE` have and these lack.
     """
-    view = copy.copy(model)
-    view._modules = dict(model._modules)  # a module table of its own; the modules inside are shared
-    view.encoder = torch.compile(model.encoder, mode=mode)
-    view.decoder = torch.compile(model.decoder, mode=mode)
-    return view
+    return {
+        "latent_dim": int(weights["encoder.mean.weight"].shape[0]),
+        "channels": int(weights["encoder.features.0.weight"].shape[1]),  # 3 for colour and noisy images
+    }

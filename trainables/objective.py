@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
+
 
 def capacity_at(step: int, capacity_max: float, capacity_steps: int) -> float:
     """C(t) = min(C_max, C_max * t / capacity_steps), annealed linearly from 0."""
@@ -22,9 +24,7 @@ def capacity_at(step: int, capacity_max: float, capacity_steps: int) -> float:
 
 @dataclass
 class LossTerms:
-    """Batch means; `kl_per_latent` is a (D,) tensor. All stay on the device.
-
-    For a stack of S models (`stacked_beta_vae_loss`) each term has a leading S."""
+    """Batch means of S models, (S,) each, and (S, D) for `kl_per_latent`. All stay on the device."""
 
     loss: torch.Tensor
     recon: torch.Tensor
@@ -45,32 +45,15 @@ def beta_vae_loss(
     beta: float,
     capacity: float,
 ) -> LossTerms:
-    """Bernoulli NLL summed over pixels plus beta * |KL - C|, both per image."""
-    batch = target.shape[0]
-    recon = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / batch
-    return _with_kl(recon, mu, logvar, beta, capacity)
-
-
-def stacked_beta_vae_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    beta: float,
-    capacity: float,
-) -> LossTerms:
-    """`beta_vae_loss` of S models at once, every term per model: (S,), and (S, D) per latent.
+    """Bernoulli NLL summed over pixels plus beta * |KL - C|, both per image, for S models at once:
+    every term per model, (S,), and (S, D) per latent.
 
     Images are (B, S, C, H, W), the layout the stacked convolutions work in
-    (`trainables.pack_model`), codes (S, B, D). Each model's recon is one sum
-    over its whole batch, as in the single model's loss.
+    (`trainables.stacked`), codes (S, B, D). Each model's recon is one sum
+    over its whole batch, as a lone model's loss is.
     """
     batch = target.shape[0]
     recon = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(dim=(0, 2, 3, 4)) / batch
-    return _with_kl(recon, mu, logvar, beta, capacity)
-
-
-def _with_kl(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float, capacity: float) -> LossTerms:
     per_latent = kl_per_latent(mu.float(), logvar.float())
     kl = per_latent.sum(dim=-1)
     return LossTerms(loss=recon + beta * (kl - capacity).abs(), recon=recon, kl=kl, kl_per_latent=per_latent)

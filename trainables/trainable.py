@@ -1,11 +1,9 @@
-"""The Ray Tune function trainable: a Trainer, or for a packed trial a PackTrainer, driven by Tune's
-report and checkpoint API.
+"""The Ray Tune function trainable: the one `Trainer`, driven by Tune's report and checkpoint API.
 
 Tune hands every trial a config dict, read once as a `TrialSpec`
-(`trainables.trial`). A packed trial trains the seeds of its configuration
-as one stacked model and reports as `trainables.pack_report` describes.
-Only `ray.tune` is used here: `ray.train.report` fails under Tune since
-Train V2.
+(`trainables.trial`): the seeds it trains as one stacked model, one or
+several. It reports as `trainables.report` describes. Only `ray.tune` is
+used here: `ray.train.report` fails under Tune since Train V2.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import ray
 from ray import tune
 
 from trainables.data import StoredImages
-from trainables.evaluate import evaluate
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 from trainables.trial import TrialSpec
@@ -28,14 +24,7 @@ def _next_boundary(step: int, every: int, last: int) -> int:
     return min(last, (step // every + 1) * every)
 
 
-def _single_results(trainer: Trainer, steps: int, evaluating: bool) -> dict[str, Any]:
-    metrics: dict[str, Any] = trainer.train(steps)
-    if evaluating:
-        metrics.update(evaluate(trainer.model, trainer.dataset, trainer.settings.eval, trainer.eval_rng()))
-    return metrics
-
-
-def _pack_results(trainer: PackTrainer, steps: int, evaluating: bool) -> dict[str, Any]:
+def _results(trainer: Trainer, steps: int, evaluating: bool) -> dict[str, Any]:
     report = trainer.train(steps)
     if evaluating:
         for seed, values in report.models.items():
@@ -50,13 +39,7 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     trial = TrialSpec.from_config(config)
     context = ray.get_runtime_context()
     gpu_share = context.get_assigned_resources().get("GPU")
-    trainer: Trainer | PackTrainer
-    if trial.packed:
-        trainer = PackTrainer(settings, trial.beta, trial.capacity, trial.seeds, stored, gpu_share)
-        results = _pack_results
-    else:
-        trainer = Trainer(settings, trial.beta, trial.capacity, trial.seed, stored, gpu_share)
-        results = _single_results
+    trainer = Trainer(settings, trial.beta, trial.capacity, trial.seeds, stored, gpu_share)
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}
     if checkpoint is not None:
@@ -75,7 +58,7 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
             for every in (training.report_every, training.checkpoint_every, eval_settings.every)
         )
         evaluating = bool(eval_settings.metrics) and (stop % eval_settings.every == 0 or stop == last)
-        metrics = results(trainer, stop - trainer.step, evaluating)
+        metrics = _results(trainer, stop - trainer.step, evaluating)
         metrics["step"] = trainer.step
         metrics.update(restored)
         metrics.update(placement)

@@ -1,32 +1,56 @@
-"""One beta-VAE training run, independent of Ray so it can be tested and benchmarked alone.
+"""The one trainer: S >= 1 models of one configuration, trained as one stacked model.
 
-The hot loop keeps everything on the device: factors are drawn with a torch
-generator, batches are rendered by indexing, and the loss terms accumulate
-into device tensors that are read back once per report, so the step itself
-never waits on the host.
+Every trial runs this code, whether it trains one seed or a configuration's
+seeds together (`search.pack_seeds`); a trial of one seed is S = 1, whose
+stack runs plain convolutions (groups = 1). The contract that makes stacking
+safe: each model of the stack is the model the same code would train alone
+with its seed. Its initial weights are drawn as a lone model's
+(`torch.manual_seed(seed)`, then `BetaVAE`), and its batches and noise come
+from its own generator seeded with its seed, drawn outside the stacked
+forward in one fixed order (factors, the observations' randomness, noise).
+The loss is the sum of the models' losses, so each slice's gradient is its
+own model's; Adam is per element, so one optimizer over the stack steps each
+slice as the model's own Adam would.
+
+The hot loop keeps everything on the device: batches are rendered by
+indexing and the loss terms accumulate into device tensors read back once
+per report, so the step never waits on the host. A model whose loss goes
+non-finite is found at the next report and fails alone: its gradients are
+zeroed and its Adam moments cleared from then on, so its slice stays still
+while its seed-mates train on.
+
+A checkpoint is one folder per model (`trainables.trial.model_folder`), each
+a complete checkpoint of that model alone, so that export, UDR and a trial
+of another pack size read one model without the others.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from trainables.checkpoint import load_state, load_weights, save_checkpoint
+from trainables.checkpoint import WEIGHTS_FILE, check_identity, load_state, load_weights, save_checkpoint
 from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
-from trainables.model import BetaVAE, compiled_view
-from trainables.objective import beta_vae_loss, capacity_at
+from trainables.evaluate import evaluate
+from trainables.model import BetaVAE
+from trainables.objective import ACTIVE_KL_THRESHOLD, beta_vae_loss, capacity_at
+from trainables.report import TrialReport
 from trainables.runtime import configure_process, resolve_device
 from trainables.settings import DataSettings, TrialSettings
+from trainables.stacked import StackedBetaVAE
+from trainables.trial import model_folder
 
-ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
+_MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's per-element state; "step" is one count for every model
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the trial cannot continue."""
+    """Every model of the trial went NaN or infinite; the trial cannot continue."""
 
 
 def model_report(means: list[float], kl_per_latent: list[float], capacity: float) -> dict[str, float]:
@@ -74,114 +98,228 @@ class Trainer:
         settings: TrialSettings,
         beta: float,
         capacity: float,
-        seed: int,
+        seeds: Iterable[int],
         stored: StoredImages | None = None,
         gpu_share: float | None = None,
     ) -> None:
+        self.seeds = tuple(int(s) for s in seeds)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"a trial needs distinct seeds, at least one; got {list(self.seeds)}")
         self.settings = settings
         self.beta = float(beta)
         self.capacity_max = float(capacity)
-        self.seed = int(seed)
         training = settings.training
         self.device = resolve_device(training.device)
         configure_process(self.device, training.threads, gpu_share)
-
-        torch.manual_seed(self.seed)
         self.dataset = shared_dataset(settings.data, str(self.device), stored)
         problem = unsupported_metrics(self.dataset, settings.eval.metrics)
         if problem:
             raise ValueError(problem)
-        self.model = BetaVAE(settings.model.latent_dim, channels=self.dataset.image_shape[0]).to(self.device)
-        # On a GPU one step is a few hundred tiny kernels; CUDA graphs replay them as one launch each.
+        models = []
+        for seed in self.seeds:
+            torch.manual_seed(seed)  # each model's weights are drawn as a lone model with its seed draws them
+            models.append(BetaVAE(settings.model.latent_dim, channels=self.dataset.image_shape[0]))
+        self.stacked = StackedBetaVAE(models).to(self.device)
+        # The noise is an input of the stacked forward, so the whole of it compiles as one graph;
+        # on a GPU replayed as CUDA graphs: one launch instead of a few hundred small kernels.
         mode = "reduce-overhead" if self.device.type == "cuda" else None
-        self._step_model = compiled_view(self.model, mode) if training.compile else self.model
+        self._step_model = torch.compile(self.stacked, mode=mode) if training.compile else self.stacked
         # Fused Adam on a GPU: one kernel for every parameter instead of a dozen launches per step.
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8,
+            self.stacked.parameters(), lr=training.lr, betas=(0.9, 0.999), eps=1e-8,
             fused=self.device.type == "cuda",
-        )
-        # One generator for the data and the reparameterisation noise: the trial's whole randomness.
-        self.generator = torch.Generator(self.device).manual_seed(self.seed)
+        )  # fmt: skip
+        # One generator per model for its data and noise: a model's whole randomness, restored from its checkpoint.
+        self.generators = [torch.Generator(self.device).manual_seed(seed) for seed in self.seeds]
         self.use_amp = training.amp and self.device.type == "cuda"
         self._graphs = training.compile and self.device.type == "cuda"
+        self.failed: dict[int, str] = {}  # seed -> reason
+        self._frozen = torch.empty(0, dtype=torch.long, device=self.device)  # failed models' slices
         self.step = 0
         self._reset_window()
 
     # -- training -------------------------------------------------------------------------
     def _reset_window(self) -> None:
-        d = self.settings.model.latent_dim
-        self._sums = torch.zeros(3, device=self.device)  # loss, recon, kl
-        self._kl_sums = torch.zeros(d, device=self.device)
+        size, d = len(self.seeds), self.settings.model.latent_dim
+        self._sums = torch.zeros(size, 3, device=self.device)  # loss, recon, kl per model
+        self._kl_sums = torch.zeros(size, d, device=self.device)
         self._window_steps = 0
         self._window_start = time.perf_counter()
 
     def capacity(self) -> float:
         return capacity_at(self.step, self.capacity_max, self.settings.objective.capacity_steps)
 
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's images (B, S, C, H, W) and noise (S, B, D), each model's from its generator.
+
+        Per generator the draws come in one fixed order: factors, the
+        observations' randomness, then the noise. Observations that draw
+        nothing (`deterministic` datasets) are rendered for all models at once.
+        """
+        batch, d = self.settings.training.batch_size, self.settings.model.latent_dim
+        factors = [self.dataset.sample_factors_torch(batch, g) for g in self.generators]
+        if self.dataset.deterministic:
+            flat = torch.stack(factors, dim=1).flatten(0, 1)  # (B*S, F), model-minor
+            x = self.dataset.observations(flat).unflatten(0, (batch, len(self.seeds)))
+        else:
+            x = torch.stack([self.dataset.observations(f, g) for f, g in zip(factors, self.generators)], dim=1)
+        # bfloat16 under autocast: the noise in the dtype of the codes it perturbs.
+        dtype = torch.bfloat16 if self.use_amp else torch.float32
+        eps = [torch.randn((batch, d), generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        return x, torch.stack(eps)
+
     def train_step(self) -> None:
-        batch_size = self.settings.training.batch_size
-        factors = self.dataset.sample_factors_torch(batch_size, self.generator)
-        x = self.dataset.observations(factors, self.generator)
+        x, eps = self.draw()
         if self._graphs:  # a new iteration: the last step's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits, mu, logvar = self._step_model(x, self.generator)
+            logits, mu, logvar = self._step_model(x, eps)
         terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
         self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
+        terms.loss.sum().backward()
+        if len(self._frozen):
+            for p in self.stacked.parameters():
+                p.grad.index_fill_(0, self._frozen, 0.0)  # NaN gradients included
         self.optimizer.step()
         with torch.no_grad():
-            self._sums += torch.stack((terms.loss, terms.recon, terms.kl)).detach()
+            self._sums += torch.stack((terms.loss, terms.recon, terms.kl), dim=1).detach()
             self._kl_sums += terms.kl_per_latent.detach()
         self._window_steps += 1
         self.step += 1
 
-    def train(self, steps: int) -> dict[str, float]:
+    def train(self, steps: int) -> TrialReport:
         """Run `steps` steps and return the means over them, as a report."""
         for _ in range(steps):
             self.train_step()
         return self.window_report()
 
-    def window_report(self) -> dict[str, float]:
-        """Means since the last report; raises if the loss went non-finite on the way."""
+    def window_report(self) -> TrialReport:
+        """Means since the last report; a model whose loss went non-finite fails here, alone.
+
+        Raises NonFiniteLossError once every model of the trial has failed.
+        """
         n = max(self._window_steps, 1)
-        sums = (self._sums / n).cpu().tolist()
+        means = (self._sums / n).cpu().tolist()
         per_latent = (self._kl_sums / n).cpu().tolist()
         elapsed = time.perf_counter() - self._window_start
-        images = self._window_steps * self.settings.training.batch_size
-        if not all(math.isfinite(v) for v in sums + per_latent):
-            raise NonFiniteLossError(non_finite_reason(self.step, self.beta, self.capacity_max, self.seed, sums))
-        report = model_report(sums, per_latent, self.capacity())
-        report["images_per_sec"] = images / elapsed if elapsed > 0 else 0.0
+        images = self._window_steps * self.settings.training.batch_size * len(self.seeds)
+        models: dict[int, dict[str, float]] = {}
+        newly_failed = False
+        for i, seed in enumerate(self.seeds):
+            if seed in self.failed:
+                continue
+            if all(math.isfinite(v) for v in means[i] + per_latent[i]):
+                models[seed] = model_report(means[i], per_latent[i], self.capacity())
+            else:
+                self.failed[seed] = non_finite_reason(self.step, self.beta, self.capacity_max, seed, means[i])
+                newly_failed = True
+        if newly_failed:
+            self._freeze_failed()
         self._reset_window()
-        return report
+        if len(self.failed) == len(self.seeds):
+            raise NonFiniteLossError("every model of the trial failed: " + "; ".join(self.failed.values()))
+        rate = images / elapsed if elapsed > 0 else 0.0
+        return TrialReport(models, dict(self.failed), rate)
+
+    def _freeze_failed(self) -> None:
+        """Stop the failed models' slices: no gradient, and no Adam moments left to move them."""
+        index = [i for i, seed in enumerate(self.seeds) if seed in self.failed]
+        self._frozen = torch.tensor(index, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            for state in self.optimizer.state.values():
+                for key in _MOMENTS:
+                    state[key].index_fill_(0, self._frozen, 0.0)
+
+    # -- one model of the stack -----------------------------------------------------------
+    def alive(self) -> list[int]:
+        """The seeds of the models that train on."""
+        return [seed for seed in self.seeds if seed not in self.failed]
+
+    def model(self, seed: int) -> BetaVAE:
+        """The model of `seed` as a plain `BetaVAE` with its current weights (a copy)."""
+        return self.stacked.model(self.seeds.index(seed))
+
+    def eval_rng(self, seed: int) -> np.random.Generator:
+        """A fresh generator per (seed, step): a model's evaluations repeat exactly after a resume,
+        in a stack of any size."""
+        return np.random.default_rng([seed, self.step])
+
+    def evaluate(self, seed: int) -> dict[str, float]:
+        """The scores of the model of `seed`."""
+        return evaluate(self.model(seed), self.dataset, self.settings.eval, self.eval_rng(seed))
 
     # -- checkpoints ----------------------------------------------------------------------
+    def _identity(self, seed: int) -> dict[str, float | int]:
+        return {"beta": self.beta, "capacity_max": self.capacity_max, "seed": seed}
+
     def save(self, folder: str | Path) -> None:
-        state = {
-            "step": self.step,
-            "beta": self.beta,
-            "capacity_max": self.capacity_max,
-            "seed": self.seed,
-            "optimizer": self.optimizer.state_dict(),
-            "rng": self.generator.get_state(),
-        }
-        save_checkpoint(folder, self.model.state_dict(), state)
+        """One checkpoint per model, in `model_folder(seed)`."""
+        optimizer = self.optimizer.state_dict()
+        for i, seed in enumerate(self.seeds):
+            state = {
+                "step": self.step,
+                **self._identity(seed),
+                "optimizer": _model_optimizer_state(optimizer, i),
+                "rng": self.generators[i].get_state(),
+            }
+            if seed in self.failed:
+                state["failed"] = self.failed[seed]
+            save_checkpoint(Path(folder) / model_folder(seed), self.stacked.model_state(i), state)
+
+    def model_folders(self, folder: Path) -> list[Path]:
+        """Where each model's checkpoint lies in `folder`.
+
+        A trial of one model saved by earlier releases kept its files at the
+        checkpoint's root, with no `seed=<n>` folder: such a checkpoint still resumes.
+        """
+        if len(self.seeds) == 1 and (folder / WEIGHTS_FILE).is_file():
+            return [folder]
+        expected = {model_folder(seed) for seed in self.seeds}
+        entries = folder.iterdir() if folder.is_dir() else ()
+        present = {p.name for p in entries if p.is_dir() and not p.name.startswith(".")}
+        if present != expected:
+            raise ValueError(
+                f"checkpoint {folder} holds the models {sorted(present) or 'none'}, "
+                f"not this trial's {sorted(expected)}"
+            )
+        return [folder / model_folder(seed) for seed in self.seeds]
 
     def load(self, folder: str | Path) -> None:
-        state = load_state(folder)
-        saved = (state["beta"], state["capacity_max"], state["seed"])
-        if saved != (self.beta, self.capacity_max, self.seed):
-            raise ValueError(
-                f"checkpoint {folder} belongs to beta={saved[0]}, C_max={saved[1]}, seed={saved[2]}, "
-                f"not to this trial's beta={self.beta}, C_max={self.capacity_max}, seed={self.seed}"
-            )
-        self.model.load_state_dict(load_weights(folder, self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["rng"])
-        self.step = int(state["step"])
+        folders = self.model_folders(Path(folder))
+        states = [load_state(f) for f in folders]
+        for seed, state, where in zip(self.seeds, states, folders):
+            check_identity(where, state, self._identity(seed))
+        steps = {int(state["step"]) for state in states}
+        if len(steps) != 1:
+            raise ValueError(f"checkpoint {folder}: its models were saved at different steps {sorted(steps)}")
+        for i, where in enumerate(folders):
+            self.stacked.load_model(i, load_weights(where, self.device))
+            self.generators[i].set_state(states[i]["rng"])
+        self.optimizer.load_state_dict(_stacked_optimizer_state([s["optimizer"] for s in states]))
+        self.failed = {seed: state["failed"] for seed, state in zip(self.seeds, states) if "failed" in state}
+        if self.failed:
+            self._freeze_failed()
+        self.step = steps.pop()
         self._reset_window()
 
-    def eval_rng(self) -> np.random.Generator:
-        """A fresh generator per (seed, step): evaluations repeat exactly after a resume."""
-        return np.random.default_rng([self.seed, self.step])
+
+def _model_optimizer_state(stacked: dict[str, Any], i: int) -> dict[str, Any]:
+    """Model i's part of the stack's Adam state, in the format of torch's Adam over that model alone."""
+    state = {
+        k: {key: (value if key == "step" else value[i].clone()) for key, value in entry.items()}
+        for k, entry in stacked["state"].items()
+    }
+    return {"state": state, "param_groups": stacked["param_groups"]}
+
+
+def _stacked_optimizer_state(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stack's Adam state from its models' states (inverse of `_model_optimizer_state`)."""
+    first = models[0]
+    state = {
+        k: {
+            key: (value if key == "step" else torch.stack([m["state"][k][key] for m in models]))
+            for key, value in entry.items()
+        }
+        for k, entry in first["state"].items()
+    }
+    return {"state": state, "param_groups": first["param_groups"]}

@@ -1,11 +1,12 @@
 """What a trial trains, read once from the config dict Ray Tune hands it.
 
 Tune's config is an untyped dict: the searched values (`beta`, `capacity`),
-the repeat index that a grid or Optuna's Repeater sets, or, for a packed
-trial, the list of seeds it trains together, and the fixed `settings`. Every
-reader (the trainable, the tracking callback, progress lines, `sweeper
-status`) goes through `TrialSpec.from_config`, so the keys and the seed rule
-live here only, and every model is named by `ModelSpec.label`.
+the seeds the trial trains (a configuration's seeds together, as
+`pack_seeds`; or one seed, as the repeat index that a grid or Optuna's
+Repeater sets), and the fixed `settings`. Every reader (the trainable, the
+tracking callback, progress lines, `sweeper status`) goes through
+`TrialSpec.from_config`, so the keys and the seed rule live here only, and
+every model is named by `ModelSpec.label`.
 
 This module imports neither Ray nor torch: the analysis commands read trial
 configs from Tune's plain JSON files without starting Ray.
@@ -21,16 +22,26 @@ from typing import Any
 # Ray Tune's `ray.tune.search.repeater.TRIAL_INDEX` (a test pins the two together): importing it
 # from Ray would load Ray Tune in commands that never run a trial.
 TRIAL_INDEX = "__trial_index__"
-PACK_SEEDS = "pack_seeds"  # the seeds a packed trial trains as one stacked model
-# A packed trial reports each model's values under `model/<seed>/<key>` (and their seed means under
-# the plain keys, for the searcher and the scheduler); each model's checkpoint is a folder of its own.
-MODEL_ERROR = "error"  # `model/<seed>/error`: why that model of a pack stopped
-MODELS_FAILED = "models_failed"  # a pack's count of failed models, with the seed means
+PACK_SEEDS = "pack_seeds"  # the seeds a trial trains together as one stacked model
+# A trial reports each model's values under `model/<seed>/<key>` (and their seed means under the
+# plain keys, for the searcher and the scheduler); each model's checkpoint is a folder of its own.
+MODEL_ERROR = "error"  # `model/<seed>/error`: why that model of a trial stopped
+MODELS_FAILED = "models_failed"  # a trial's count of failed models, with the seed means
 _MODEL_KEY = re.compile(r"^model/(?P<seed>\d+)/(?P<key>.+)$")
 
 
+def seed_of(seed_offset: int, index: int) -> int:
+    """The seed of a configuration's repeat `index`: the one seed rule."""
+    return seed_offset + index
+
+
+def repeat_index(seed_offset: int, seed: int) -> int:
+    """Which repeat of its configuration a seed is (the inverse of `seed_of`)."""
+    return seed - seed_offset
+
+
 def model_key(seed: int, key: str) -> str:
-    """The result key of one model's value in a packed trial's report."""
+    """The result key of one model's value in a trial's report."""
     return f"model/{seed}/{key}"
 
 
@@ -41,7 +52,7 @@ def split_model_key(key: str) -> tuple[int, str] | None:
 
 
 def model_folder(seed: int) -> str:
-    """The sub-folder of a packed trial's checkpoint that holds one model's checkpoint."""
+    """The sub-folder of a trial's checkpoint that holds one model's checkpoint."""
     return f"seed={seed}"
 
 
@@ -69,34 +80,27 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """A Tune trial: one model, or the seeds of one configuration trained as one stacked model."""
+    """A Tune trial: the seeds of one configuration, trained as one stacked model (one seed or several)."""
 
     beta: float
     capacity: float
     seeds: tuple[int, ...]
-    packed: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrialSpec:
         beta, capacity = float(config["beta"]), float(config["capacity"])
         if PACK_SEEDS in config:
-            return cls(beta, capacity, tuple(int(s) for s in config[PACK_SEEDS]), packed=True)
+            return cls(beta, capacity, tuple(int(s) for s in config[PACK_SEEDS]))
         settings = config["settings"]
         offset = settings["training"]["seed_offset"] if isinstance(settings, Mapping) else settings.training.seed_offset
-        return cls(beta, capacity, (int(offset) + int(config.get(TRIAL_INDEX, 0)),))
-
-    @property
-    def seed(self) -> int:
-        """The seed of a single-model trial."""
-        if self.packed:
-            raise ValueError(f"{self.label()} is a pack of {len(self.seeds)} seeds, not one model")
-        return self.seeds[0]
+        return cls(beta, capacity, (seed_of(int(offset), int(config.get(TRIAL_INDEX, 0))),))
 
     def models(self) -> list[ModelSpec]:
         return [ModelSpec(self.beta, self.capacity, seed) for seed in self.seeds]
 
     def label(self) -> str:
-        if not self.packed:
+        """A model's label for a trial of one seed; the configuration and its seeds for several."""
+        if len(self.seeds) == 1:
             return self.models()[0].label()
         return f"{configuration_label(self.beta, self.capacity)} seeds={self.seed_span()}"
 

@@ -15,7 +15,8 @@ from sweeper import object_store
 from trainables.checkpoint import WEIGHTS_FILE, load_weights
 from trainables.data import ProceduralDSprites
 from trainables.evaluate import encode_observations
-from trainables.model import BetaVAE
+from trainables.model import BetaVAE, model_sizes
+from trainables.objective import kl_per_latent
 
 OBSERVATIONS = 1000  # the UDR reference's shared set size
 OBSERVATION_SEED = 0
@@ -37,8 +38,7 @@ def load_model(checkpoint: str | None) -> BetaVAE:
         if not (folder / WEIGHTS_FILE).is_file():
             raise MissingCheckpoint(f"no {WEIGHTS_FILE} in checkpoint {checkpoint!r}")
         weights = load_weights(folder)
-    channels = weights["encoder.features.0.weight"].shape[1]  # 3 for the colour and noisy variants
-    model = BetaVAE(latent_dim=weights["encoder.mean.weight"].shape[0], channels=channels)
+    model = BetaVAE(**model_sizes(weights))
     model.load_state_dict(weights)
     return model.eval()
 
@@ -58,8 +58,7 @@ def encode(model: BetaVAE, observations: torch.Tensor) -> tuple[np.ndarray, np.n
     if observations.shape[1] == 1 and channels != 1:
         observations = observations.expand(-1, channels, -1, -1)
     mu, logvar = encode_observations(model, observations)
-    kl = 0.5 * (mu**2 + np.exp(logvar) - logvar - 1)
-    return mu, kl.mean(axis=0)
+    return mu, kl_per_latent(torch.from_numpy(mu), torch.from_numpy(logvar)).numpy()
 
 
 def decode(model: BetaVAE, codes: np.ndarray) -> np.ndarray:

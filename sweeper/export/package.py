@@ -45,6 +45,7 @@ from sweeper.export.registry import register_model
 from sweeper.record import RESOLVED_CONFIG, SWEEP_RECORD, SweepRecord
 from sweeper.tags import CONFIG_ARTIFACT, VERSION_PARAM_PREFIX
 from trainables import exported
+from trainables.checkpoint import check_identity
 from trainables.exported import ExportError
 from trainables.settings import DataSettings, TrialSettings
 from trainables.trial import safe_name
@@ -158,11 +159,11 @@ def build_config(
             f"{sizes['latent_dim']} latents"
         )
     if state is not None and "beta" in state:
-        saved = (state.get("beta"), state.get("capacity_max"), state.get("seed"))
-        if saved != (row["beta"], row["capacity"], row["seed"]):
-            raise EnvironmentProblem(
-                f"{row_label(row)}: its checkpoint belongs to beta={saved[0]}, C_max={saved[1]}, seed={saved[2]}"
-            )
+        try:
+            identity = {"beta": row["beta"], "capacity_max": row["capacity"], "seed": row["seed"]}
+            check_identity(row["checkpoint"], state, identity)
+        except ValueError as exc:
+            raise EnvironmentProblem(f"{row_label(row)}: {exc}") from None
     data_spec = data_record(settings.data, sizes["channels"])
     return {
         "model": {"class": "trainables.model.BetaVAE", "architecture": ARCHITECTURE, **sizes, "image_size": 64},

@@ -13,7 +13,7 @@ distinct values in order, which is ASHA's rule up to ties.
 
 The rule (`fronts`, `keeps`) is pure; `ParetoHalving` is the Ray Tune scheduler
 around it. The values it reads are a pack's plain result keys, which
-`trainables.pack_report` makes the means over the pack's seeds.
+`trainables.report` makes the means over the pack's seeds.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Optuna, or a failure if any seed failed; the study is journalled in the sweep
 folder so it outlives the driver process.
 
 With `search.pack_seeds` one trial trains all seeds of a configuration as one
-stacked model (`trainables.pack`) and reports their means itself, while it
+stacked model (`trainables.trainer`) and reports their means itself, while it
 trains: Optuna then needs no Repeater (each configuration is one trial, told
 its seed mean at the end, or a failure if a seed failed), and ASHA, or the
 Pareto scheduler (`sweeper.run.pareto`) for several objectives, stops whole
@@ -33,7 +33,7 @@ from sweeper.config import Range, SweepConfig, Values
 from sweeper.errors import EnvironmentProblem
 from sweeper.record import OPTUNA_JOURNAL
 from sweeper.run.pareto import ParetoHalving
-from trainables.trial import MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX
+from trainables.trial import MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX, seed_of
 
 
 def _domain(values: Values) -> Any:
@@ -44,8 +44,7 @@ def _domain(values: Values) -> Any:
 
 def seeds(config: SweepConfig) -> list[int]:
     """The seeds every configuration is trained with."""
-    offset = config.training.seed_offset
-    return [offset + i for i in range(config.search.seeds)]
+    return [seed_of(config.training.seed_offset, i) for i in range(config.search.seeds)]
 
 
 def param_space(config: SweepConfig) -> dict[str, Any]:

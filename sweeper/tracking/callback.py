@@ -1,12 +1,11 @@
 """Tune's trial events mirrored into MLflow: one child run per model, one batch per report.
 
-A plain trial trains one model; a packed trial trains the seeds of one
-configuration together and reports each model's values under
-`trainables.trial.model_key(seed, ...)`. Either way every model gets its own
-child run (params `beta`, `capacity`, `seed` and every setting; the same
-metric names and step histories), tagged with the Ray trial that trains it,
-so the analysis and the MLflow UI never need to know whether a model was
-packed.
+A trial trains one seed of a configuration, or its seeds together, and
+reports each model's values under `trainables.trial.model_key(seed, ...)`.
+Every model gets its own child run (params `beta`, `capacity`, `seed` and
+every setting; the same metric names and step histories), tagged with the
+Ray trial that trains it, so the analysis and the MLflow UI never need to
+know how many models a trial held.
 
 Every write goes through a `TrackingBuffer`: a tracking server that goes
 away mid-sweep does not stop the trials, their writes are kept in order (and
@@ -58,10 +57,10 @@ from sweeper.tracking.client import SweepTracking, flatten, library_versions, ru
 from trainables.trial import (
     MODEL_ERROR,
     MODELS_FAILED,
-    TRIAL_INDEX,
     ModelSpec,
     TrialSpec,
     model_folder,
+    repeat_index,
     split_model_key,
 )
 
@@ -78,13 +77,10 @@ def reported_metrics(result: dict[str, Any], step: int, timestamp_ms: int) -> li
 
 
 def model_results(spec: TrialSpec, result: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Each model's own result: a plain trial's result as it is; for a pack, each model's keys
-    without their prefix, with the values of the whole pack that every model shares (the step, a
-    restore, the placement) and its share of the pack's images/s (what a single trial reports, so
-    the runs compare across packed and single sweeps). The pack's seed means stay out: they are the
-    searcher's, not a model's."""
-    if not spec.packed:
-        return {spec.seeds[0]: result}
+    """Each model's own result: its keys without their prefix, with the values of the whole trial
+    that every model shares (the step, a restore, the placement) and its share of the trial's
+    images/s (so the runs compare across sweeps of any pack size). The trial's seed means stay out:
+    they are the searcher's, not a model's."""
     own: dict[int, dict[str, Any]] = {seed: {} for seed in spec.seeds}
     shared = {}
     for key, value in result.items():
@@ -119,7 +115,7 @@ class MLflowTrialCallback(Callback):
         self.echo = echo
         self.buffer = TrackingBuffer(tracking, folder, echo)
         self._opened: set[str] = set()
-        self._ended: set[str] = set()  # models of a pack that failed while their seed-mates train on
+        self._ended: set[str] = set()  # models that failed while their seed-mates train on
         self._last_step: dict[str, int] = {}  # the last step queued, per run key
 
     def __getstate__(self) -> dict[str, Any]:
@@ -140,11 +136,10 @@ class MLflowTrialCallback(Callback):
 
     # -- the runs of a trial -----------------------------------------------------------------
     def _models(self, trial: Trial) -> list[tuple[str, ModelSpec, int]]:
-        """(run key, model, index in its trial) of each model the trial trains."""
-        spec = TrialSpec.from_config(trial.config)
-        if not spec.packed:
-            return [(run_key(trial.trial_id), spec.models()[0], int(trial.config.get(TRIAL_INDEX, 0)))]
-        return [(run_key(trial.trial_id, m.seed), m, i) for i, m in enumerate(spec.models())]
+        """(run key, model, repeat index of its seed) of each model the trial trains."""
+        offset = int(trial.config["settings"]["training"]["seed_offset"])
+        models = TrialSpec.from_config(trial.config).models()
+        return [(run_key(trial.trial_id, m.seed), m, repeat_index(offset, m.seed)) for m in models]
 
     def _open(self, trial: Trial, key: str, model: ModelSpec, index: int) -> str:
         if key not in self._opened:
@@ -169,7 +164,7 @@ class MLflowTrialCallback(Callback):
         return key
 
     def _running(self, trial: Trial) -> list[tuple[str, ModelSpec]]:
-        """The trial's models whose runs are open and not ended (a failed model of a pack is ended)."""
+        """The trial's models whose runs are open and not ended (a failed model of a trial is ended)."""
         out = []
         for key, model, index in self._models(trial):
             self._open(trial, key, model, index)
@@ -211,15 +206,14 @@ class MLflowTrialCallback(Callback):
                     metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
                     tags={k: str(values[k]) for k in PLACEMENT_TAGS if k in values},
                 )
-            if spec.packed and MODEL_ERROR in values:
+            if MODEL_ERROR in values:
                 self._end(key, "FAILED", str(values[MODEL_ERROR]))
         self.buffer.flush()
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
         where = object_store.uri_of(checkpoint.filesystem, checkpoint.path)  # s3://... when not a local folder
-        packed = TrialSpec.from_config(trial.config).packed
         for key, model in self._running(trial):
-            self.buffer.add("tag", key, key=CHECKPOINT_TAG, value=f"{where}/{model_folder(model.seed)}" if packed else where)
+            self.buffer.add("tag", key, key=CHECKPOINT_TAG, value=f"{where}/{model_folder(model.seed)}")
         self.buffer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

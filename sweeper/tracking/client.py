@@ -3,7 +3,7 @@
 Everything is logged from the driver (`sweeper.tracking.callback` feeds it
 Tune's events), so trials need no MLflow access and a tracking store that
 takes one writer (SQLite) works. Each model's run is found again by its Ray
-trial id (and seed, for a packed trial) before one is created, so a resumed
+trial id and seed before one is created, so a resumed
 sweep never opens a second run for a model. Nothing here imports Ray.
 """
 
@@ -122,12 +122,14 @@ def library_versions() -> dict[str, str]:
     return {f"{VERSION_PARAM_PREFIX}{name}": importlib.metadata.version(name) for name in VERSIONED_PACKAGES}
 
 
-def run_key(trial_id: str, seed: int | None = None) -> str:
-    """The tracking buffer's key of a model's run: the Ray trial id, with the seed for a packed trial's model."""
-    return trial_id if seed is None else f"{trial_id}:{seed}"
+def run_key(trial_id: str, seed: int) -> str:
+    """The tracking buffer's key of a model's run: the Ray trial id and the model's seed."""
+    return f"{trial_id}:{seed}"
 
 
 def split_run_key(key: str) -> tuple[str, int | None]:
+    """(trial id, seed); no seed in the keys of a pending file an earlier release wrote for its
+    trials of one model."""
     trial_id, _, seed = key.partition(":")
     return trial_id, int(seed) if seed else None
 

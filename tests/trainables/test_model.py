@@ -1,6 +1,6 @@
 import torch
 
-from trainables.model import BetaVAE, Decoder, Encoder, compiled_view
+from trainables.model import BetaVAE, Decoder, Encoder
 
 
 def test_shapes_follow_the_reference_architecture():
@@ -17,13 +17,3 @@ def test_shapes_follow_the_reference_architecture():
     assert [(d.out_channels, d.kernel_size[0], d.stride[0]) for d in deconvs] == [
         (64, 4, 2), (32, 4, 2), (32, 4, 2), (1, 4, 2)
     ]
-
-
-def test_a_compiled_view_shares_the_weights_and_leaves_the_model_plain():
-    model = BetaVAE(4)
-    names = list(model.state_dict())
-    view = compiled_view(model, mode=None)  # compilation itself happens at the first call
-    assert view.encoder is not model.encoder and view.decoder is not model.decoder
-    assert {id(p) for p in view.parameters()} == {id(p) for p in model.parameters()}
-    assert type(model.encoder) is Encoder and type(model.decoder) is Decoder
-    assert list(model.state_dict()) == names  # checkpoints keep the plain parameter names

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trainables.objective import beta_vae_loss, capacity_at, kl_per_latent, stacked_beta_vae_loss
+from trainables.objective import beta_vae_loss, capacity_at, kl_per_latent
 
 
 def test_capacity_rises_linearly_then_holds():
@@ -24,11 +24,11 @@ def test_kl_per_latent_matches_the_closed_form():
 
 
 def test_loss_terms_against_hand_computed_values():
-    # One image of 2 pixels: logits 0 give p = 0.5, so each pixel costs log 2 nats.
-    logits = torch.zeros(1, 1, 1, 2)
-    target = torch.tensor([[[[1.0, 0.0]]]])
-    mu = torch.tensor([[2.0]])
-    logvar = torch.tensor([[0.0]])
+    # One model, one image of 2 pixels: logits 0 give p = 0.5, so each pixel costs log 2 nats.
+    logits = torch.zeros(1, 1, 1, 1, 2)
+    target = torch.tensor([[[[[1.0, 0.0]]]]])
+    mu = torch.tensor([[[2.0]]])
+    logvar = torch.tensor([[[0.0]]])
     terms = beta_vae_loss(logits, target, mu, logvar, beta=4.0, capacity=0.5)
     assert terms.recon.item() == pytest.approx(2 * math.log(2.0))
     assert terms.kl.item() == pytest.approx(2.0)  # 0.5 * mu^2
@@ -38,12 +38,12 @@ def test_loss_terms_against_hand_computed_values():
 
 
 def test_recon_is_summed_over_pixels_and_averaged_over_the_batch():
-    logits = torch.zeros(3, 1, 4, 4)
-    target = torch.ones(3, 1, 4, 4)
-    terms = beta_vae_loss(logits, target, torch.zeros(3, 2), torch.zeros(3, 2), beta=1.0, capacity=0.0)
+    logits = torch.zeros(3, 1, 1, 4, 4)
+    target = torch.ones(3, 1, 1, 4, 4)
+    terms = beta_vae_loss(logits, target, torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), beta=1.0, capacity=0.0)
     assert terms.recon.item() == pytest.approx(16 * math.log(2.0))
     assert terms.kl.item() == 0.0
-    assert terms.kl_per_latent.shape == (2,)
+    assert terms.kl_per_latent.shape == (1, 2)
 
 
 def test_the_stacked_loss_is_each_models_own_loss():
@@ -51,9 +51,9 @@ def test_the_stacked_loss_is_each_models_own_loss():
     logits = torch.randn(4, 3, 1, 8, 8, generator=generator)  # (B, S, C, H, W)
     target = (torch.rand(4, 3, 1, 8, 8, generator=generator) > 0.5).float()
     mu, logvar = torch.randn(3, 4, 5, generator=generator), torch.randn(3, 4, 5, generator=generator)  # (S, B, D)
-    stacked = stacked_beta_vae_loss(logits, target, mu, logvar, beta=4.0, capacity=1.5)
+    stacked = beta_vae_loss(logits, target, mu, logvar, beta=4.0, capacity=1.5)
     assert stacked.loss.shape == (3,) and stacked.kl_per_latent.shape == (3, 5)
     for i in range(3):
-        own = beta_vae_loss(logits[:, i], target[:, i], mu[i], logvar[i], beta=4.0, capacity=1.5)
+        own = beta_vae_loss(logits[:, i : i + 1], target[:, i : i + 1], mu[i : i + 1], logvar[i : i + 1], 4.0, 1.5)
         for name in ("loss", "recon", "kl", "kl_per_latent"):
-            torch.testing.assert_close(getattr(stacked, name)[i], getattr(own, name))
+            torch.testing.assert_close(getattr(stacked, name)[i], getattr(own, name)[0])

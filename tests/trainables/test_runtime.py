@@ -14,12 +14,11 @@ from trainables.runtime import configure_process
 # A fresh process: the allocator's settings are process-wide and this one may have set them already.
 _FAULTS_SCRIPT = """
 import json, resource, sys
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
-batch, pack = int(sys.argv[1]), int(sys.argv[2])
+batch, models = int(sys.argv[1]), int(sys.argv[2])
 settings = TrialSettings.model_validate({"training": {"batch_size": batch, "threads": 1}})
-trainer = PackTrainer(settings, 4.0, 0.0, range(pack)) if pack else Trainer(settings, 4.0, 0.0, 0)
+trainer = Trainer(settings, 4.0, 0.0, range(models))
 trainer.train(2)  # the heap grows to the step's peak (Adam's state appears at the first step)
 faults = []
 for _ in range(5):
@@ -31,21 +30,21 @@ print(json.dumps(sorted(faults)[2]))
 """
 
 
-def page_faults_per_step(batch: int, pack: int = 0) -> float:
-    """The median of minor page faults per training step of a single trial (pack 0) or a pack of `pack` models."""
+def page_faults_per_step(batch: int, models: int) -> float:
+    """The median of minor page faults per training step of a trial of `models` models."""
     done = subprocess.run(
-        [sys.executable, "-c", _FAULTS_SCRIPT, str(batch), str(pack)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _FAULTS_SCRIPT, str(batch), str(models)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("batch", "pack"), [(256, 0), (64, 5)], ids=["batch_256", "pack_of_5"])
-def test_large_steps_reuse_their_buffers_instead_of_faulting_them_in_every_step(batch, pack):
+@pytest.mark.parametrize(("batch", "models"), [(256, 1), (64, 5)], ids=["batch_256", "pack_of_5"])
+def test_large_steps_reuse_their_buffers_instead_of_faulting_them_in_every_step(batch, models):
     # The first convolution's output alone: images x 32 channels x 32 x 32 float32, above glibc's
     # largest mmap threshold (32 MiB). Were it mmap-ed per step, each step would fault all its pages.
-    pages = batch * max(pack, 1) * 32 * 32 * 32 * 4 // 4096
-    assert page_faults_per_step(batch, pack) < pages / 100
+    pages = batch * models * 32 * 32 * 32 * 4 // 4096
+    assert page_faults_per_step(batch, models) < pages / 100
 
 
 def test_threads_are_set_per_trial_and_restored_for_a_trial_without_its_own():

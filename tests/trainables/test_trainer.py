@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 
+from trainables.checkpoint import save_checkpoint
+from trainables.model import BetaVAE
 from trainables.settings import TrialSettings
 from trainables.trainer import NonFiniteLossError, Trainer
 
@@ -12,14 +14,15 @@ SETTINGS = TrialSettings.model_validate(
 
 
 def weights(trainer: Trainer) -> list[torch.Tensor]:
-    return [t.clone() for t in trainer.model.state_dict().values()]
+    return [t.detach().clone() for t in trainer.stacked.parameters()]
 
 
 def test_report_carries_every_training_quantity():
-    trainer = Trainer(SETTINGS, beta=4.0, capacity=10.0, seed=0)
-    report = trainer.train(10)
-    assert trainer.step == 10
-    for key in ("loss", "recon", "kl", "capacity", "active_latents", "images_per_sec"):
+    trainer = Trainer(SETTINGS, beta=4.0, capacity=10.0, seeds=(0,))
+    trial = trainer.train(10)
+    report = trial.models[0]
+    assert trainer.step == 10 and trial.images_per_sec > 0
+    for key in ("loss", "recon", "kl", "capacity", "active_latents"):
         assert math.isfinite(report[key])
     assert [f"kl/{i}" for i in range(10)] == [k for k in report if k.startswith("kl/")]
     assert report["kl"] == pytest.approx(sum(report[f"kl/{i}"] for i in range(10)), rel=1e-4)
@@ -27,7 +30,7 @@ def test_report_carries_every_training_quantity():
 
 
 def test_same_seed_same_training_different_seed_different_training():
-    a, b, c = (Trainer(SETTINGS, 4.0, 0.0, seed) for seed in (1, 1, 2))
+    a, b, c = (Trainer(SETTINGS, 4.0, 0.0, (seed,)) for seed in (1, 1, 2))
     for t in (a, b, c):
         t.train(5)
     assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
@@ -35,12 +38,12 @@ def test_same_seed_same_training_different_seed_different_training():
 
 
 def test_resumed_trainer_continues_at_the_same_step_with_the_same_weights(tmp_path):
-    straight = Trainer(SETTINGS, 4.0, 5.0, seed=3)
+    straight = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
     straight.train(12)
     straight.save(tmp_path)
     straight.train(8)
 
-    resumed = Trainer(SETTINGS, 4.0, 5.0, seed=3)
+    resumed = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
     resumed.load(tmp_path)
     assert resumed.step == 12
     resumed.train(8)
@@ -49,14 +52,41 @@ def test_resumed_trainer_continues_at_the_same_step_with_the_same_weights(tmp_pa
 
 
 def test_checkpoint_of_another_trial_is_refused(tmp_path):
-    Trainer(SETTINGS, 4.0, 5.0, seed=3).save(tmp_path)
+    Trainer(SETTINGS, 4.0, 5.0, seeds=(3,)).save(tmp_path)
     with pytest.raises(ValueError, match="belongs to beta=4.0"):
-        Trainer(SETTINGS, 8.0, 5.0, seed=3).load(tmp_path)
+        Trainer(SETTINGS, 8.0, 5.0, seeds=(3,)).load(tmp_path)
 
 
 def test_non_finite_loss_ends_training_with_a_message():
-    trainer = Trainer(SETTINGS, 4.0, 0.0, seed=0)
+    trainer = Trainer(SETTINGS, 4.0, 0.0, seeds=(0,))
     with torch.no_grad():
-        trainer.model.decoder.deconv[-1].bias.fill_(float("nan"))
+        trainer.stacked.param("decoder.deconv.6.bias").fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 2"):
         trainer.train(2)
+
+
+def test_a_one_model_checkpoint_of_the_earlier_layout_resumes(tmp_path):
+    """Earlier releases trained one seed without a stack and saved its files at the checkpoint's root,
+    with Adam's state shaped as the lone model's parameters: such a checkpoint, written here as they
+    wrote it, resumes as a trial of that seed."""
+    torch.manual_seed(3)
+    model = BetaVAE(10)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+    x = (torch.rand(4, 1, 64, 64) > 0.5).float()
+    logits, mu, logvar = model(x)
+    (torch.nn.functional.binary_cross_entropy_with_logits(logits, x) + mu.square().mean()).backward()
+    adam.step()
+    rng = torch.Generator().manual_seed(3)
+    state = {"step": 7, "beta": 4.0, "capacity_max": 5.0, "seed": 3, "optimizer": adam.state_dict(), "rng": rng.get_state()}
+    save_checkpoint(tmp_path, model.state_dict(), state)
+
+    trainer = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
+    trainer.load(tmp_path)
+    assert trainer.step == 7
+    for name, value in model.state_dict().items():
+        assert torch.equal(trainer.stacked.model_state(0)[name], value), name
+    moments = trainer.optimizer.state_dict()["state"]
+    for i, p in enumerate(model.parameters()):
+        assert torch.equal(moments[i]["exp_avg_sq"][0], adam.state[p]["exp_avg_sq"]), i
+    trainer.train(3)  # and trains on
+    assert trainer.step == 10

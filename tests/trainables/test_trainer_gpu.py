@@ -1,6 +1,6 @@
-"""The GPU path of a trial and of a pack: device placement, bfloat16 autocast, no host
-synchronisation in the step, the memory cap of a fractional GPU, compile, and checkpoints that
-move between devices.
+"""The GPU path of the trainer, with one model and with several: device placement, bfloat16
+autocast, no host synchronisation in the step, the memory cap of a fractional GPU, compile, and
+checkpoints that move between devices.
 
 These need a CUDA device and are skipped (and reported as skipped) without one.
 """
@@ -18,7 +18,6 @@ from trainables.data import ProceduralDSprites, byo
 from trainables.checkpoint import load_weights
 from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
-from trainables.pack import PackTrainer
 from trainables.settings import EvalSettings, TrialSettings
 from trainables.trainer import Trainer
 from trainables.trial import model_folder
@@ -50,22 +49,36 @@ def partial_npz(tmp_path_factory):
     return byo.write(path, images, classes, list(ProceduralDSprites.factor_names))
 
 
+SEEDS = (0, 1, 2)
+
+
+def poison(trainer: Trainer, seed: int) -> None:
+    with torch.no_grad():
+        trainer.stacked.param("decoder.deconv.6.bias")[trainer.seeds.index(seed)].fill_(float("nan"))
+
+
 @pytest.mark.parametrize(
-    "data",
+    ("data", "seeds", "failed"),
     [
-        {},
-        {"variant": "color"},
-        {"variant": "noisy"},
-        {"ground_truth": ["shape", "scale", "posX"]},
-        "partial_npz",
+        ({}, (0,), False),
+        ({"variant": "color"}, (0,), False),
+        ({"variant": "noisy"}, (0,), False),
+        ({"ground_truth": ["shape", "scale", "posX"]}, (0,), False),
+        ("partial_npz", (0,), False),
+        ({}, SEEDS, False),
+        ({"variant": "noisy"}, SEEDS, False),
+        ({}, SEEDS, True),
     ],
-    ids=["procedural", "color", "noisy", "ground_truth", "npz_rows"],
+    ids=["procedural", "color", "noisy", "ground_truth", "npz_rows", "pack", "pack_noisy", "pack_with_a_failed_model"],
 )
-def test_a_training_step_never_waits_on_the_host(data, request):
+def test_a_training_step_never_waits_on_the_host(data, seeds, failed, request):
     if data == "partial_npz":
         data = {"name": "npz", "path": str(request.getfixturevalue("partial_npz"))}
-    trainer = Trainer(gpu_settings(**data), beta=4.0, capacity=5.0, seed=0)
+    trainer = Trainer(gpu_settings(**data), beta=4.0, capacity=5.0, seeds=seeds)
     trainer.train(3)  # first steps: cuDNN autotuning and allocator warm-up may synchronise
+    if failed:
+        poison(trainer, seeds[1])
+        assert list(trainer.train(1).failed) == [seeds[1]]  # from here on its slice is masked in every step
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -74,32 +87,31 @@ def test_a_training_step_never_waits_on_the_host(data, request):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     report = trainer.window_report()
-    assert np.isfinite(report["loss"]) and report["images_per_sec"] > 0
+    assert sorted(report.models) == [s for s in seeds if not (failed and s == seeds[1])]
+    assert all(np.isfinite(m["loss"]) for m in report.models.values()) and report.images_per_sec > 0
 
 
-def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights():
+@pytest.mark.parametrize("seeds", [(0,), SEEDS], ids=["one", "pack"])
+def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights(seeds):
     seen: list[torch.dtype] = []
     for amp in (True, False):
-        trainer = Trainer(gpu_settings({"amp": amp}), beta=4.0, capacity=0.0, seed=0)
-        hook = trainer.model.encoder.features[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-        trainer.train(2)
+        trainer = Trainer(gpu_settings({"amp": amp}), beta=4.0, capacity=0.0, seeds=seeds)
+        hook = trainer.stacked.register_forward_hook(lambda m, i, out: seen.append(out[0].dtype))
+        report = trainer.train(2)
         hook.remove()
-        assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in trainer.model.parameters())
+        assert all(np.isfinite(m["loss"]) for m in report.models.values())
+        assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in trainer.stacked.parameters())
         assert trainer.dataset.observations(np.zeros((1, 5), dtype=int)).device.type == "cuda"
     assert seen == [torch.bfloat16] * 2 + [torch.float32] * 2
 
 
 _CAP_SCRIPT = """
 import sys, torch
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
-pack = int(sys.argv[1])
+models = int(sys.argv[1])
 settings = TrialSettings.model_validate({"training": {"batch_size": 64, "device": "cuda"}})
-if pack:
-    trainer = PackTrainer(settings, beta=4.0, capacity=0.0, seeds=range(pack), gpu_share=0.25)
-else:
-    trainer = Trainer(settings, beta=4.0, capacity=0.0, seed=0, gpu_share=0.25)
+trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=0.25)
 trainer.train(2)
 total = torch.cuda.get_device_properties(0).total_memory
 small = torch.empty(int(0.1 * total), dtype=torch.uint8, device="cuda")
@@ -113,108 +125,62 @@ else:
 """
 
 
-@pytest.mark.parametrize("pack", [0, 5], ids=["trial", "pack_of_5"])
-def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory(pack):
+@pytest.mark.parametrize("models", [1, 5], ids=["one", "pack_of_5"])
+def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory(models):
     done = subprocess.run(
-        [sys.executable, "-c", _CAP_SCRIPT, str(pack)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _CAP_SCRIPT, str(models)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "capped"
 
 
 def test_a_gpu_trial_resumes_from_its_checkpoint_and_its_weights_load_on_the_cpu(tmp_path):
-    straight = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=2)
+    straight = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(2,))
     straight.train(5)
     straight.save(tmp_path)
     straight.train(5)
-    resumed = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=2)
+    resumed = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(2,))
     resumed.load(tmp_path)
     assert resumed.optimizer.state_dict()["state"][0]["exp_avg"].device.type == "cuda"
     resumed.train(5)
     assert resumed.step == straight.step == 10
-    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+    for a, b in zip(straight.stacked.parameters(), resumed.stacked.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # cuDNN may pick other kernels
-    on_cpu = load_weights(tmp_path, "cpu")
+    on_cpu = load_weights(tmp_path / model_folder(2), "cpu")
     assert all(w.device.type == "cpu" for w in on_cpu.values())
     BetaVAE(10).load_state_dict(on_cpu)
 
 
 def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
-    trainer = Trainer(gpu_settings(), beta=4.0, capacity=0.0, seed=1)
+    trainer = Trainer(gpu_settings(), beta=4.0, capacity=0.0, seeds=(1,))
     trainer.train(50)
     settings = EvalSettings(preset="fast", metrics=("mig", "sap", "unsupervised"))
-    on_gpu = evaluate(trainer.model, trainer.dataset, settings, np.random.default_rng(0))
-    model = trainer.model.cpu()
+    on_gpu = evaluate(trainer.model(1), trainer.dataset, settings, np.random.default_rng(0))
+    model = trainer.model(1).cpu()
     on_cpu = evaluate(model, ProceduralDSprites("cpu"), settings, np.random.default_rng(0))
     for key in ("disent/mig", "disent/sap", "disent/gaussian_total_correlation"):
         assert on_gpu[key] == pytest.approx(on_cpu[key], rel=0.05, abs=0.01), key
 
 
-def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_weights(tmp_path):
-    plain = Trainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seed=3)
-    compiled = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seed=3)
-    expected, got = plain.train(20), compiled.train(20)
-    assert got["loss"] == pytest.approx(expected["loss"], rel=0.01)
-    compiled.save(tmp_path)
-    assert load_weights(tmp_path).keys() == plain.model.state_dict().keys()
-    resumed = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seed=3)
-    resumed.load(tmp_path)
-    assert np.isfinite(resumed.train(5)["loss"]) and resumed.step == 25
-
-
-SEEDS = (0, 1, 2)
-
-
-def poison(pack: PackTrainer, seed: int) -> None:
-    with torch.no_grad():
-        pack.stacked.param("decoder.deconv.6.bias")[pack.seeds.index(seed)].fill_(float("nan"))
-
-
-@pytest.mark.parametrize(
-    ("data", "failed"),
-    [({}, False), ({"variant": "noisy"}, False), ({}, True)],
-    ids=["procedural", "noisy", "with_a_failed_model"],
-)
-def test_a_pack_step_never_waits_on_the_host(data, failed):
-    pack = PackTrainer(gpu_settings(**data), beta=4.0, capacity=5.0, seeds=SEEDS)
-    pack.train(3)  # first steps: cuDNN autotuning and allocator warm-up may synchronise
-    if failed:
-        poison(pack, SEEDS[1])
-        assert list(pack.train(1).failed) == [SEEDS[1]]  # from here on its slice is masked in every step
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(5):
-            pack.train_step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    report = pack.window_report()
-    assert sorted(report.models) == [s for s in SEEDS if not (failed and s == SEEDS[1])]
-    assert all(np.isfinite(m["loss"]) for m in report.models.values()) and report.images_per_sec > 0
-
-
-def test_a_pack_on_the_gpu_starts_as_its_single_trials_and_trains_in_bfloat16_with_float32_weights():
-    pack = PackTrainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=SEEDS)
-    singles = [Trainer(gpu_settings(), beta=4.0, capacity=5.0, seed=seed) for seed in SEEDS]
+def test_a_pack_on_the_gpu_starts_as_its_trials_of_one_model():
+    pack = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=SEEDS)
     first = pack.train(1)
-    for trainer in singles:
-        assert first.models[trainer.seed]["loss"] == pytest.approx(trainer.train(1)["loss"], rel=1e-3)
-    amp = PackTrainer(gpu_settings({"amp": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
-    report = amp.train(5)
-    assert all(np.isfinite(m["loss"]) for m in report.models.values())
-    assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in amp.stacked.parameters())
-
-
-def test_a_compiled_pack_trains_like_the_plain_one_and_checkpoints_plain_models(tmp_path):
-    plain = PackTrainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seeds=SEEDS)
-    compiled = PackTrainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
-    expected, got = plain.train(20), compiled.train(20)
     for seed in SEEDS:
+        alone = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(seed,)).train(1)
+        assert first.models[seed]["loss"] == pytest.approx(alone.models[seed]["loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("seeds", [(3,), SEEDS], ids=["one", "pack"])
+def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_models(tmp_path, seeds):
+    plain = Trainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seeds=seeds)
+    compiled = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=seeds)
+    expected, got = plain.train(20), compiled.train(20)
+    for seed in seeds:
         assert got.models[seed]["loss"] == pytest.approx(expected.models[seed]["loss"], rel=0.01)
     compiled.save(tmp_path)
-    on_cpu = load_weights(tmp_path / model_folder(SEEDS[0]), "cpu")
-    BetaVAE(10).load_state_dict(on_cpu)  # a plain single model, readable without a GPU
-    resumed = PackTrainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=SEEDS)
+    on_cpu = load_weights(tmp_path / model_folder(seeds[0]), "cpu")
+    BetaVAE(10).load_state_dict(on_cpu)  # a plain model, readable without a GPU
+    resumed = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=seeds)
     resumed.load(tmp_path)
     report = resumed.train(5)
     assert resumed.step == 25 and all(np.isfinite(m["loss"]) for m in report.models.values())

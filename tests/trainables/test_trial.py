@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from ray.tune.search.repeater import TRIAL_INDEX as RAY_TRIAL_INDEX
 
 from trainables.settings import TrialSettings
@@ -21,24 +20,21 @@ def test_trial_index_is_rays_own_key():
 
 def test_single_trial_seed_is_offset_plus_repeat_index():
     spec = TrialSpec.from_config(_config(**{TRIAL_INDEX: 2}))
-    assert (spec.beta, spec.capacity, spec.seeds, spec.packed) == (4.0, 25.0, (12,), False)
-    assert spec.seed == 12
+    assert (spec.beta, spec.capacity, spec.seeds) == (4.0, 25.0, (12,))
     assert spec.label() == "beta=4 C=25 seed=12"
 
 
 def test_settings_model_gives_the_same_seed_as_its_dict():
     config = _config(**{TRIAL_INDEX: 1})
     config["settings"] = TrialSettings.model_validate(config["settings"])
-    assert TrialSpec.from_config(config).seed == 11
+    assert TrialSpec.from_config(config).seeds == (11,)
 
 
-def test_pack_lists_its_seeds_and_has_no_single_seed():
+def test_pack_lists_its_seeds():
     spec = TrialSpec.from_config(_config(**{PACK_SEEDS: [10, 11, 12]}))
-    assert spec.packed and spec.seeds == (10, 11, 12)
+    assert spec.seeds == (10, 11, 12)
     assert [m.label() for m in spec.models()] == [f"beta=4 C=25 seed={s}" for s in (10, 11, 12)]
     assert spec.label() == "beta=4 C=25 seeds=10-12"
-    with pytest.raises(ValueError, match="pack of 3 seeds"):
-        _ = spec.seed
 
 
 def test_label_rounds_sampled_values_to_four_digits():

@@ -72,7 +72,7 @@ def test_read_trials_leaves_pickles_undecoded(tmp_path):
     _state(tmp_path, payload)
     [trial] = read_trials(str(tmp_path))
     assert not payload.exists()
-    assert (trial.trial_id, trial.status, trial.spec.seed, trial.last_result["recon"]) == ("abc_00000", "TERMINATED", 1, 12.5)
+    assert (trial.trial_id, trial.status, trial.spec.seeds, trial.last_result["recon"]) == ("abc_00000", "TERMINATED", (1,), 12.5)
 
 
 def test_error_file_is_read_only_inside_the_trial_folder(tmp_path):

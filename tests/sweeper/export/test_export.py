@@ -16,6 +16,7 @@ from trainables import exported
 from trainables.exported import load_exported
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
+from trainables.trial import model_folder
 
 runner = CliRunner()
 SWEEP = "fake-20260101-000000-abcd"  # tests/sweeper/conftest.py's SWEEP_ID
@@ -24,7 +25,7 @@ LATENTS = 4  # and its latent size
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A real trial's trainer after a few steps, and its checkpoint: beta 8, C_max 0, seed 0."""
+    """A real trial's model after a few steps, and its checkpoint folder: beta 8, C_max 0, seed 0."""
     settings = TrialSettings.model_validate(
         {
             "model": {"latent_dim": LATENTS},
@@ -32,12 +33,11 @@ def trained(tmp_path_factory):
             "eval": {"metrics": []},
         }
     )
-    trainer = Trainer(settings, beta=8.0, capacity=0.0, seed=0)
+    trainer = Trainer(settings, beta=8.0, capacity=0.0, seeds=(0,))
     trainer.train(2)
     folder = tmp_path_factory.mktemp("trained") / "checkpoint"
     trainer.save(folder)
-    trainer.model.eval()
-    return trainer, folder
+    return trainer.model(0).eval(), folder / model_folder(0)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def leftovers(parent: Path) -> list[str]:
 
 
 def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, tmp_path):
-    trainer, checkpoint = trained
+    model, checkpoint = trained
     result = export(sweep, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "best trial by disent/mig" in result.output
@@ -77,8 +77,8 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
     loaded = load_exported(tmp_path / "out")  # the export folder of one model loads it
     x = observation_set(16)
     with torch.no_grad():
-        mu, logvar = trainer.model.encoder(x)
-        recon = torch.sigmoid(trainer.model.decoder(mu))
+        mu, logvar = model.encoder(x)
+        recon = torch.sigmoid(model.decoder(mu))
     assert torch.equal(loaded.encode(x), mu)
     assert torch.equal(loaded.posterior(x)[1], logvar)
     assert torch.equal(loaded.reconstruct(x), recon)
@@ -181,7 +181,7 @@ def test_register_with_alias_and_load_from_the_registry(sweep, trained, tmp_path
         remote = load_model_uri(uri, tracking_uri=record.tracking_uri)
         assert torch.equal(remote.encode(x), local.encode(x))
         assert torch.equal(remote.reconstruct(x), local.reconstruct(x))
-    assert torch.equal(local.encode(x), trained[0].model.encoder(x)[0].detach())
+    assert torch.equal(local.encode(x), trained[0].encoder(x)[0].detach())
 
 
 def test_corrupting_any_exported_file_names_it_on_load(sweep, tmp_path):

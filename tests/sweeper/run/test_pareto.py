@@ -18,7 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeper.run.pareto import ParetoHalving, dominates, fronts, keeps, rungs
 from sweeper.run.space import PackSearcher
-from trainables.pack_report import PackReport
+from trainables.report import TrialReport
 
 MIN_MAX = ["min", "max"]
 
@@ -66,9 +66,9 @@ def test_rungs_are_ashas_milestones_below_the_last_step():
 
 
 def pack_result(step: int, recon: list[float], mig: list[float]) -> dict:
-    """A pack's result as `trainables.pack_report` makes it: per model, and the seed means as plain keys."""
+    """A pack's result as `trainables.report` makes it: per model, and the seed means as plain keys."""
     models = {seed: {"recon": r, "disent/mig": m} for seed, (r, m) in enumerate(zip(recon, mig, strict=True))}
-    return {**PackReport(models, {}, images_per_sec=1.0).tune_metrics(), "step": step}
+    return {**TrialReport(models, {}, images_per_sec=1.0).tune_metrics(), "step": step}
 
 
 def scheduler() -> ParetoHalving:

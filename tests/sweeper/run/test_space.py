@@ -9,7 +9,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeper.run.space import SeedRepeater
-from trainables.pack_report import PackReport
+from trainables.report import TrialReport
 
 SEEDS = 3
 
@@ -88,7 +88,7 @@ def test_asha_stops_packs_on_their_seed_mean_not_on_a_seed():
     for trial_id, losses in packs.items():
         trial = StubTrial(trial_id)
         asha.on_trial_add(None, trial)
-        report = PackReport({seed: {"loss": loss} for seed, loss in enumerate(losses)}, {}, images_per_sec=1.0)
+        report = TrialReport({seed: {"loss": loss} for seed, loss in enumerate(losses)}, {}, images_per_sec=1.0)
         decisions[trial_id] = asha.on_trial_result(None, trial, {**report.tune_metrics(), "step": 10})
     # At the rung c's mean (4.33) is below the median of a and b (3.5), though its first seeds beat both.
     assert decisions == {"a": TrialScheduler.CONTINUE, "b": TrialScheduler.CONTINUE, "c": TrialScheduler.STOP}

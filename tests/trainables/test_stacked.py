@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from trainables.model import BetaVAE
-from trainables.pack_model import StackedBetaVAE, _layers
+from trainables.stacked import StackedBetaVAE, _layers
 
 
 def seeded(seeds: tuple[int, ...], latent_dim: int = 6, channels: int = 1) -> list[BetaVAE]:

@@ -1,15 +1,16 @@
-"""A pack's models are the single trials with their seeds: same weights, batches, noise, losses,
-gradients, evaluations and checkpoints; a model that fails stops alone."""
+"""The trainer's contract: S models stacked are S trainers of one seed each (same weights, batches,
+noise, losses, gradients, evaluations and checkpoints); a model that fails stops alone; checkpoints of
+earlier releases' one-model trials resume."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from trainables.evaluate import evaluate
-from trainables.pack import PackTrainer
 from trainables.settings import TrialSettings
 from trainables.trainer import NonFiniteLossError, Trainer
 from trainables.trial import model_folder
@@ -28,16 +29,17 @@ def settings(batch: int = 8, **data) -> TrialSettings:
     )
 
 
-def pack_and_singles(s: TrialSettings, beta: float = 4.0, capacity: float = 5.0) -> tuple[PackTrainer, list[Trainer]]:
-    return PackTrainer(s, beta, capacity, SEEDS), [Trainer(s, beta, capacity, seed) for seed in SEEDS]
+def pack_and_singles(s: TrialSettings, beta: float = 4.0, capacity: float = 5.0) -> tuple[Trainer, list[Trainer]]:
+    return Trainer(s, beta, capacity, SEEDS), [Trainer(s, beta, capacity, (seed,)) for seed in SEEDS]
 
 
-def slice_weights(pack: PackTrainer, seed: int) -> dict[str, torch.Tensor]:
+def slice_weights(pack: Trainer, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in pack.stacked.model_state(pack.seeds.index(seed)).items()}
 
 
 def single_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    (seed,) = trainer.seeds
+    return slice_weights(trainer, seed)
 
 
 def assert_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tolerance) -> None:
@@ -53,15 +55,15 @@ def test_models_start_from_the_single_trials_weights_and_see_their_batches(data)
     pack.stacked.register_forward_pre_hook(lambda module, args: seen_by_pack.append(args[0].clone()))
     seen_by_single: list[list[torch.Tensor]] = [[] for _ in SEEDS]
     for i, trainer in enumerate(singles):
-        assert_weights(slice_weights(pack, trainer.seed), single_weights(trainer), rtol=0, atol=0)
-        trainer.model.encoder.register_forward_pre_hook(lambda module, args, i=i: seen_by_single[i].append(args[0]))
+        assert_weights(slice_weights(pack, trainer.seeds[0]), single_weights(trainer), rtol=0, atol=0)
+        trainer.stacked.register_forward_pre_hook(lambda module, args, i=i: seen_by_single[i].append(args[0][:, 0]))
         trainer.train(2)
     pack.train(2)
     for step in range(2):
         for i in range(len(SEEDS)):
             assert torch.equal(seen_by_pack[step][:, i], seen_by_single[i][step])
     for generator, trainer in zip(pack.generators, singles):  # the noise too: as many draws, same stream
-        assert torch.equal(generator.get_state(), trainer.generator.get_state())
+        assert torch.equal(generator.get_state(), trainer.generators[0].get_state())
 
 
 def gradients_before_step(optimizer: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
@@ -78,11 +80,11 @@ def test_first_step_losses_and_gradients_are_the_single_models():
     report = pack.train(1)
     for i, trainer in enumerate(singles):
         grads = gradients_before_step(trainer.optimizer)
-        single = trainer.train(1)
+        single = trainer.train(1).models[trainer.seeds[0]]
         for key in ("loss", "recon", "kl", "kl/0", "kl/9"):
-            assert report.models[trainer.seed][key] == pytest.approx(single[key], rel=1e-5), key
+            assert report.models[trainer.seeds[0]][key] == pytest.approx(single[key], rel=1e-5), key
         for stacked, own in zip(pack_grads[0], grads[0]):
-            torch.testing.assert_close(stacked[i], own, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(stacked[i], own[0], rtol=1e-4, atol=1e-6)
 
 
 def test_a_pack_and_its_single_trials_stay_close_over_hundreds_of_steps():
@@ -90,9 +92,9 @@ def test_a_pack_and_its_single_trials_stay_close_over_hundreds_of_steps():
     start = [single_weights(t) for t in singles]
     report = pack.train(200)
     for before, trainer in zip(start, singles):
-        single = trainer.train(200)
-        after, packed = single_weights(trainer), slice_weights(pack, trainer.seed)
-        assert report.models[trainer.seed]["loss"] == pytest.approx(single["loss"], rel=1e-4)
+        single = trainer.train(200).models[trainer.seeds[0]]
+        after, packed = single_weights(trainer), slice_weights(pack, trainer.seeds[0])
+        assert report.models[trainer.seeds[0]]["loss"] == pytest.approx(single["loss"], rel=1e-4)
         for key in after:
             # Rounding differs (grouped against plain convolutions) and Adam amplifies it where a
             # gradient is near zero, so the weights drift apart a little: far less than they moved.
@@ -108,24 +110,25 @@ def scores(evaluation: dict[str, float]) -> dict[str, float]:
 
 def test_a_packs_evaluation_of_a_model_is_the_single_evaluation_of_its_weights():
     s = settings()
-    pack = PackTrainer(s, 4.0, 0.0, SEEDS)
+    pack = Trainer(s, 4.0, 0.0, SEEDS)
     pack.train(20)
     seed = SEEDS[1]
-    single = Trainer(s, 4.0, 0.0, seed)
-    single.model.load_state_dict(slice_weights(pack, seed))
+    single = Trainer(s, 4.0, 0.0, (seed,))
+    single.stacked.load_model(0, slice_weights(pack, seed))
     single.step = pack.step
-    expected = scores(evaluate(single.model, single.dataset, s.eval, single.eval_rng()))
+    expected = scores(evaluate(pack.model(seed), pack.dataset, s.eval, np.random.default_rng([seed, pack.step])))
+    assert scores(single.evaluate(seed)) == expected
     assert scores(pack.evaluate(seed)) == expected
     assert scores(pack.evaluate(SEEDS[0])) != expected  # another model of the pack scores otherwise
 
 
-def poison(pack: PackTrainer, seed: int) -> None:
+def poison(pack: Trainer, seed: int) -> None:
     with torch.no_grad():
         pack.stacked.param("decoder.deconv.6.bias")[pack.seeds.index(seed)].fill_(float("nan"))
 
 
 def test_a_model_whose_loss_goes_non_finite_fails_alone():
-    pack = PackTrainer(settings(), 4.0, 0.0, SEEDS)
+    pack = Trainer(settings(), 4.0, 0.0, SEEDS)
     pack.train(2)
     poison(pack, SEEDS[1])
     report = pack.train(2)
@@ -144,13 +147,13 @@ def test_a_model_whose_loss_goes_non_finite_fails_alone():
         assert any(not torch.equal(after[k], before[seed][k]) for k in after)  # trains on
     for seed in (SEEDS[0], SEEDS[2]):
         poison(pack, seed)
-    with pytest.raises(NonFiniteLossError, match="every model of the pack failed: non-finite loss at step 4"):
+    with pytest.raises(NonFiniteLossError, match="every model of the trial failed: non-finite loss at step 4"):
         pack.train(1)
 
 
 def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_path):
     s = settings()
-    straight = PackTrainer(s, 4.0, 5.0, SEEDS)
+    straight = Trainer(s, 4.0, 5.0, SEEDS)
     straight.train(4)
     poison(straight, SEEDS[0])
     straight.train(2)
@@ -158,7 +161,7 @@ def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_folder(seed) for seed in SEEDS)
     straight.train(5)
 
-    resumed = PackTrainer(s, 4.0, 5.0, SEEDS)
+    resumed = Trainer(s, 4.0, 5.0, SEEDS)
     resumed.load(tmp_path)
     assert resumed.step == 6 and resumed.failed == straight.failed
     resumed.train(5)
@@ -171,20 +174,20 @@ def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_pa
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     s = settings()
-    PackTrainer(s, 4.0, 5.0, SEEDS).save(tmp_path)
+    Trainer(s, 4.0, 5.0, SEEDS).save(tmp_path)
     with pytest.raises(ValueError, match="belongs to beta=4.0"):
-        PackTrainer(s, 8.0, 5.0, SEEDS).load(tmp_path)
-    with pytest.raises(ValueError, match=r"holds the models \['seed=11', 'seed=3', 'seed=7'\], not this pack's"):
-        PackTrainer(s, 4.0, 5.0, SEEDS[:2]).load(tmp_path)
+        Trainer(s, 8.0, 5.0, SEEDS).load(tmp_path)
+    with pytest.raises(ValueError, match=r"holds the models \['seed=11', 'seed=3', 'seed=7'\], not this trial's"):
+        Trainer(s, 4.0, 5.0, SEEDS[:2]).load(tmp_path)
 
 
 def test_a_models_folder_is_a_single_trial_checkpoint(tmp_path):
     s = settings()
-    pack = PackTrainer(s, 4.0, 5.0, SEEDS)
+    pack = Trainer(s, 4.0, 5.0, SEEDS)
     pack.train(5)
     pack.save(tmp_path)
     seed = SEEDS[2]
-    single = Trainer(s, 4.0, 5.0, seed)
+    single = Trainer(s, 4.0, 5.0, (seed,))
     single.load(tmp_path / model_folder(seed))
     assert single.step == 5
     assert_weights(single_weights(single), slice_weights(pack, seed), rtol=0, atol=0)

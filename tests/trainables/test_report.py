@@ -1,11 +1,11 @@
 import pytest
 
-from trainables.pack_report import PackReport
+from trainables.report import TrialReport
 from trainables.trial import model_key, split_model_key
 
 
 def test_a_pack_reports_each_model_and_the_means_of_those_that_train_on():
-    report = PackReport(
+    report = TrialReport(
         models={3: {"loss": 10.0, "disent/mig": 0.2}, 7: {"loss": 20.0, "disent/mig": 0.4}},
         failed={5: "non-finite loss at step 40"},
         images_per_sec=900.0,

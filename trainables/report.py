@@ -1,11 +1,12 @@
-"""What a packed trial reports to Tune: each model's values under its own keys, and their seed means.
+"""What a trial reports to Tune: each model's values under its own keys, and the trial's seed means.
 
-The searcher and the scheduler read the plain keys (`loss`, `disent/mig`),
-so for a pack those are the means over the models that train on: Optuna and
-ASHA decide on the seed mean while the models train. Each model's values sit
-under `trainables.trial.model_key(seed, key)` for the tracking, which gives
-every model its own run; a failed model reports only its reason, under
-`model_key(seed, "error")`, in every report after it failed.
+Each model's values sit under `trainables.trial.model_key(seed, key)` for
+the tracking, which gives every model its own run and logs nothing else; a
+failed model reports only its reason, under `model_key(seed, "error")`, in
+every report after it failed. The plain keys (`loss`, `disent/mig`) are the
+trial's own values, read by the searcher and the scheduler: the means over
+the models that train on, so Optuna and ASHA decide on a configuration's
+seed mean while its models train (for a trial of one model, its values).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from trainables.trial import MODEL_ERROR, MODELS_FAILED, model_key
 
 
 @dataclass
-class PackReport:
+class TrialReport:
     """Means since the last report: per model that trains on, and the reasons of those that failed."""
 
     models: dict[int, dict[str, float]]
     failed: dict[int, str]
-    images_per_sec: float  # the whole pack
+    images_per_sec: float  # the whole trial, every model's images
 
     def tune_metrics(self) -> dict[str, Any]:
         """The result dict of this report, before the trial adds its step and placement."""
