@@ -3,8 +3,9 @@
 Reference: disentanglement_lib `methods/unsupervised/vae.py`, class
 `AnnealedVAE` and function `anneal`. The regulariser replaces the KL term
 rather than adding to it, and penalises a KL below the target as much as one
-above it. `capacity_steps` is the reference's `iteration_threshold`; the
-study fixes gamma = 1000 and iteration_threshold = 100,000.
+above it. `capacity_steps` is the reference's `iteration_threshold`, a
+setting of the sweep (`objective.capacity_steps`) rather than a searched
+weight: the study fixes it at 100,000, and gamma at 1000.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from trainables.objectives.base import Objective, capacity_at
 
 class AnnealedVAE(Objective):
     kind = "annealed_vae"
-    weights = ("gamma", "c_max", "capacity_steps")
+    weights = ("gamma", "c_max")
 
     def __init__(self, gamma: float, c_max: float, capacity_steps: int) -> None:
         self.gamma = float(gamma)

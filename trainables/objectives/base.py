@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+ACTIVE_KL_THRESHOLD = 0.01  # nats; a latent below it carries no information (as in UDR)
+
 
 def capacity_at(step: int, c_max: float, steps: int) -> float:
     """C(t) = min(C_max, C_max * t / steps), annealed linearly from 0 (vae.py, `anneal`); steps 0 holds C_max."""

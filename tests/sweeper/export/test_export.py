@@ -16,7 +16,7 @@ from trainables import exported
 from trainables.exported import load_exported
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
-from trainables.trial import model_folder
+from trainables.trial import Configuration, model_folder
 
 runner = CliRunner()
 SWEEP = "fake-20260101-000000-abcd"  # tests/sweeper/conftest.py's SWEEP_ID
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
             "eval": {"metrics": []},
         }
     )
-    trainer = Trainer(settings, beta=8.0, capacity=0.0, seeds=(0,))
+    trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 8.0}), seeds=(0,))
     trainer.train(2)
     folder = tmp_path_factory.mktemp("trained") / "checkpoint"
     trainer.save(folder)

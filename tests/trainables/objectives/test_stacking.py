@@ -10,13 +10,13 @@ import torch
 
 from trainables.model import BetaVAE
 from trainables.objectives import STUDY_GRID, make_objective
-from trainables.pack_model import StackedBetaVAE
+from trainables.stacked import StackedBetaVAE
 
 SEEDS = (3, 5, 7)
 LATENT, BATCH = 4, 4
 WEIGHTS = {
     "beta_vae": {"beta": 4.0},
-    "annealed_vae": {"gamma": 1000.0, "c_max": 5.0, "capacity_steps": 100},
+    "annealed_vae": {"gamma": 1000.0, "c_max": 5.0},
     "factor_vae": {"gamma": 10.0},
     "dip_vae_i": {"lambda_od": 5.0},
     "dip_vae_ii": {"lambda_od": 5.0},
@@ -36,7 +36,7 @@ def first_step(kind: str, seeds: tuple[int, ...], nan_model: int | None = None):
         with torch.no_grad():
             stack.param("encoder.logvar.bias")[nan_model, 0] = float("nan")
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    objective = make_objective(kind, WEIGHTS[kind], seeds, LATENT, generators)
+    objective = make_objective(kind, WEIGHTS[kind], seeds, LATENT, generators, capacity_steps=100)
     x = torch.stack([(torch.rand(BATCH, 1, 64, 64, generator=g) > 0.5).float() for g in generators], dim=1)
     eps = torch.stack([torch.randn(BATCH, LATENT, generator=g) for g in generators])
     mu, logvar = stack.encode(x)
