@@ -43,7 +43,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from trainables.data import ProceduralDSprites, dsprites_file, load_stored, stored_bytes
+from trainables.data import ProceduralDSprites, dsprites_file, load_stored, shapes3d, stored_bytes
 from trainables.settings import DataSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,15 +51,6 @@ FULL_SIZES = (1, 3, 6, 40, 32, 32)
 QUICK_SIZES = (1, 3, 6, 40, 8, 8)
 SHAPES3D_FULL = (10, 10, 10, 8, 4, 15)
 SHAPES3D_QUICK = (10, 10, 10, 8, 1, 2)
-# 3dshapes.h5's label values: floor, wall and object hue, scale, shape, orientation (a smaller grid takes the first).
-SHAPES3D_VALUES = (
-    np.linspace(0, 0.9, 10),
-    np.linspace(0, 0.9, 10),
-    np.linspace(0, 0.9, 10),
-    np.linspace(0.75, 1.25, 8),
-    np.arange(4.0),
-    np.linspace(-30, 30, 15),
-)
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -87,8 +78,6 @@ def shapes3d_file(sizes: tuple[int, ...]) -> Path:
     if path.is_file():
         return path
     count = int(np.prod(sizes))
-    classes = np.stack(np.unravel_index(np.arange(count), sizes), axis=1)
-    labels = np.column_stack([SHAPES3D_VALUES[k][classes[:, k]] for k in range(len(sizes))])
     level = np.arange(3, dtype=np.int64) * 85 + np.arange(64)[:, None, None]  # (64, 1, 3): rows and channels differ
     partial = path.with_suffix(".partial")
     with h5py.File(partial, "w") as f:
@@ -97,7 +86,7 @@ def shapes3d_file(sizes: tuple[int, ...]) -> Path:
             rows = np.arange(start, min(start + 8192, count))
             block = (rows[:, None, None, None] * 7 + level) % 256
             images[start : start + len(rows)] = np.broadcast_to(block, (len(rows), 64, 64, 3)).astype(np.uint8)
-        f.create_dataset("labels", data=labels)
+        f.create_dataset("labels", data=shapes3d.grid_labels(sizes))
     os.replace(partial, path)
     return path
 

@@ -36,6 +36,15 @@ FACTOR_NAMES: tuple[str, ...] = ("floor_hue", "wall_hue", "object_hue", "scale",
 KEYS = ("images", "labels")
 IMAGE_SHAPE = (64, 64, 3)  # as stored: channels last
 LABEL_DECIMALS = 6  # labels are compared after rounding, so float noise in a re-saved file is no new value
+# The values DeepMind's labels take per factor (its README), for writing files in its layout.
+LABEL_VALUES = (
+    np.linspace(0, 0.9, 10),
+    np.linspace(0, 0.9, 10),
+    np.linspace(0, 0.9, 10),
+    np.linspace(0.75, 1.25, 8),
+    np.arange(4.0),
+    np.linspace(-30, 30, 15),
+)
 
 
 def _is_hdf5(path: Path) -> bool:
@@ -101,6 +110,16 @@ def factor_sizes(labels: np.ndarray, where: str) -> tuple[int, ...]:
                 f"row-major order of {', '.join(FACTOR_NAMES)}"
             )
     return sizes
+
+
+def grid_labels(sizes: tuple[int, ...]) -> np.ndarray:
+    """The labels (N, 6) of the grid `sizes` in row-major order, each factor taking its first published values.
+
+    For tests and benchmarks, which write files in the published layout (the
+    real file is 5.9 GB and cannot be downloaded everywhere).
+    """
+    classes = np.stack(np.unravel_index(np.arange(math.prod(sizes)), sizes), axis=1)
+    return np.column_stack([LABEL_VALUES[k][classes[:, k]] for k in range(len(FACTOR_NAMES))])
 
 
 def _read_labels(path: Path, hdf5: bool) -> np.ndarray:

@@ -16,20 +16,7 @@ from trainables.settings import DataSettings
 NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 FULL = (10, 10, 10, 8, 4, 15)
 SMALL = (2, 3, 2, 2, 2, 3)  # 144 images
-# The published label values per factor (DeepMind's README); a smaller grid takes the first few.
-VALUES = (
-    np.linspace(0, 0.9, 10),
-    np.linspace(0, 0.9, 10),
-    np.linspace(0, 0.9, 10),
-    np.linspace(0.75, 1.25, 8),
-    np.arange(4.0),
-    np.linspace(-30, 30, 15),
-)
-
-
-def labels(sizes: tuple[int, ...]) -> np.ndarray:
-    classes = np.stack(np.unravel_index(np.arange(math.prod(sizes)), sizes), axis=1)
-    return np.column_stack([VALUES[k][classes[:, k]] for k in range(6)])
+labels = shapes3d.grid_labels
 
 
 def image(flat: int) -> np.ndarray:
