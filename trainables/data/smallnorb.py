@@ -88,7 +88,7 @@ def _file(folder: Path, split: str, kind: str) -> Path:
     raise DataError(f"{folder}: no {name} (nor {name}.gz); a SmallNORB folder holds the six files of both splits")
 
 
-def read_header(path: Path) -> Matrix:
+def _matrix_header(path: Path) -> Matrix:
     """The header of a binary matrix file, checked against the file's size."""
     with _open(path) as f:
         head = f.read(8)
@@ -118,14 +118,14 @@ def read_header(path: Path) -> Matrix:
 
 def _split_headers(folder: Path, split: str) -> dict[str, Matrix]:
     """The three files of a split, each holding what its kind holds, for the same number of images."""
-    matrices = {kind: read_header(_file(folder, split, kind)) for kind in CONTENT}
+    matrices = {kind: _matrix_header(_file(folder, split, kind)) for kind in CONTENT}
     count = matrices["dat"].shape[0]
     for kind, (dtype, rest) in CONTENT.items():
         matrix = matrices[kind]
         expected = (count, *rest)
         if matrix.dtype != dtype or matrix.shape != expected or count < 1:
             raise DataError(
-                f"{matrix.path}: a {matrix.dtype} matrix {matrix.shape}; a SmallNORB -{kind} file of this split "
+                f"{matrix.path}: holds {matrix.dtype} {matrix.shape}; a SmallNORB -{kind} file of this split "
                 f"holds {dtype} {expected}"
             )
     return matrices
