@@ -245,21 +245,26 @@ class SweepConfig(Strict):
     @field_validator("data")
     @classmethod
     def _data_file_is_usable(cls, data: DataSettings) -> DataSettings:
-        """A file path made absolute (trials and later commands run elsewhere), and the file checked
-        as far as its headers go; its content is checked when the sweep reads it (sweeper.run.datasets)."""
+        """The data path (a file, or a folder for smallnorb and cars3d) and the scream variant's background
+        made absolute (trials and later commands run elsewhere), and checked as far as their headers go;
+        the dataset's content is checked when the sweep reads it (sweeper.run.datasets)."""
         from trainables.data import DataError, check_settings
 
-        if data.path is not None:
-            refuse_credentials(data.path, "data.path")
-            path = Path(data.path).expanduser()
-            if not path.is_file():
+        for key in ("path", "background"):
+            value = getattr(data, key)
+            if value is None:
+                continue
+            refuse_credentials(value, f"data.{key}")
+            path = Path(value).expanduser()
+            if not path.exists():
                 where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-                raise ValueError(f"path = {data.path!r}: no such file{where}")
-            data = data.model_copy(update={"path": str(path.resolve())})
+                raise ValueError(f"{key} = {value!r}: no such file{where}")
+            data = data.model_copy(update={key: str(path.resolve())})
         try:
             check_settings(data)
         except DataError as exc:
-            key = "path" if data.path is not None else "ground_truth"
+            about_background = data.background is not None and str(exc).startswith(data.background)
+            key = "background" if about_background else "path" if data.path is not None else "ground_truth"
             raise ValueError(f"{key}: {exc}") from None
         return data
 
