@@ -39,7 +39,14 @@ import numpy as np
 import torch
 
 from trainables import stacked_adam
-from trainables.checkpoint import WEIGHTS_FILE, check_identity, load_state, load_weights, save_checkpoint
+from trainables.checkpoint import (
+    WEIGHTS_FILE,
+    check_identity,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    saved_identity,
+)
 from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
 from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
@@ -76,17 +83,6 @@ def non_finite_reason(step: int, configuration: Configuration, seed: int, means:
         f"non-finite loss at step {step} ({configuration.label()} seed={seed}): "
         f"loss={means[0]}, recon={means[1]}, kl={means[2]}"
     )
-
-
-def saved_identity(state: dict[str, Any]) -> dict[str, Any]:
-    """The model a checkpoint's state was saved for: objective, weights and seed.
-
-    Checkpoints of earlier releases name beta and C_max instead of an objective.
-    """
-    if "objective" in state:
-        return {"objective": state["objective"], "weights": state["weights"], "seed": state["seed"]}
-    configuration = Configuration.from_beta_and_capacity(state["beta"], state["capacity_max"])
-    return {"objective": configuration.objective, "weights": dict(configuration.weights), "seed": state["seed"]}
 
 
 _DATASETS: dict[tuple[DataSettings, str], GroundTruthData] = {}
