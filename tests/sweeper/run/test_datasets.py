@@ -9,7 +9,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from sweeper.config import validate_config
+from sweeper.config import check_machine, validate_config
 from sweeper.errors import ConfigError
 from sweeper.run.datasets import with_dataset
 from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
@@ -58,17 +58,21 @@ def test_a_sweep_from_a_file_reports_every_metric(tmp_path, sweeper_cli, files, 
 
 def test_a_config_naming_a_missing_or_wrong_file_is_refused_with_the_key_and_file(tmp_path, files):
     base = {"name": "t", "search": {"beta": [1.0]}}
+
+    def checked(data: dict):
+        return check_machine(validate_config({**base, "data": data}, "cfg.yaml"), "cfg.yaml")
+
     with pytest.raises(ConfigError, match=r"data.path = '/nowhere/d.npz': no such file"):
-        validate_config({**base, "data": {"name": "npz", "path": "/nowhere/d.npz"}}, "cfg.yaml")
+        checked({"name": "npz", "path": "/nowhere/d.npz"})
     with pytest.raises(ConfigError, match=rf"data.path: {files['npz']}: not a dSprites file: no array 'imgs'"):
-        validate_config({**base, "data": {"name": "dsprites_file", "path": str(files["npz"])}}, "cfg.yaml")
+        checked({"name": "dsprites_file", "path": str(files["npz"])})
     with pytest.raises(ConfigError, match="data.path: required when name is 'npz'"):
-        validate_config({**base, "data": {"name": "npz"}}, "cfg.yaml")
+        checked({"name": "npz"})
     # A file whose headers are fine but whose grid is not is refused when the sweep reads it, before any trial.
     partial = tmp_path / "partial.npz"
     with np.load(files["npz"]) as f:
         byo.write(partial, f["images"][:-5], f["factor_classes"][:-5], list(f["factor_names"]))
-    config = validate_config({**base, "data": {"name": "npz", "path": str(partial)}}, "cfg.yaml")
+    config = checked({"name": "npz", "path": str(partial)})
     with pytest.raises(ConfigError, match=rf"eval.metrics: dataset file {partial}: its factor grid is not a full"):
         with_dataset(lambda config: None, config)
 
