@@ -34,12 +34,12 @@ def _no_credentials(uri: str | None, option: str) -> None:
 
 @app.command()
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check a config file without starting anything."""
-    from sweeper.config import load_config
+    """Check a config file, and what it points at on this machine, without starting anything."""
+    from sweeper.config import check_machine, load_config
     from sweeper.run.space import describe_count, describe_plan
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = check_machine(load_config(config, set_ or []), str(config))
     except SweeperError as exc:
         _fail(exc)
     typer.echo(f"{config}: valid; {describe_count(cfg)}")
@@ -61,12 +61,12 @@ def launch(
     ] = None,
 ) -> None:
     """Start a sweep: Ray Tune trials of beta-VAE training, tracked in MLflow."""
-    from sweeper.config import load_config
+    from sweeper.config import check_machine, load_config
     from sweeper.run.summary import print_plan
 
     _no_credentials(address, "--address")
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = check_machine(load_config(config, set_ or []), str(config))
     except SweeperError as exc:
         _fail(exc)
     print_plan(cfg, address, rate)

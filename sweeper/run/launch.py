@@ -1,6 +1,7 @@
 """Start a sweep: check everything it needs, then run a Ray Tune Tuner over the search.
 
-Order matters for "nothing half-created": the config is validated by the
+Order matters for "nothing half-created": the config is validated and
+checked against this machine (`sweeper.config.check_machine`) by the
 caller, then the tracking store and the Ray address are checked, Ray is
 started or joined, the nodes' access to the checkpoint storage is probed
 and a dataset file is read; only then are the MLflow parent run and, last,
@@ -20,7 +21,14 @@ from typing import Any
 import ray
 from ray import tune
 
-from sweeper.config import SweepConfig, dump_config
+from sweeper.config import (
+    SweepConfig,
+    check_machine,
+    dump_config,
+    effective_ray_address,
+    effective_tracking_uri,
+    load_config,
+)
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, write_atomically
 from sweeper.run import space
 from sweeper.run.cluster import (
@@ -70,8 +78,8 @@ class SweepOutcome:
 
 
 def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
-    address = config.ray_address(address)
-    tracking_uri = absolute_tracking_uri(config.tracking_uri())
+    address = effective_ray_address(config, address)
+    tracking_uri = absolute_tracking_uri(effective_tracking_uri(config))
     if address:
         check_ray_address(address)
     space.check_search(config)
@@ -116,12 +124,13 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     checkpoint, and the Optuna study continues from its journal. The callbacks
     come back from Tune's stored state; they reopen the MLflow runs by tag.
     """
-    from sweeper.config import load_config
-
     record = SweepRecord.read(sweep_dir)
     check_state(record)  # before Tune unpickles anything of the folder
-    config = load_config(sweep_dir / RESOLVED_CONFIG)
-    address = config.ray_address(address)
+    resolved = sweep_dir / RESOLVED_CONFIG
+    # Its storage is where the sweep is, wherever the config's relative `storage` pointed when it started.
+    config = load_config(resolved).model_copy(update={"storage": record.storage})
+    config = check_machine(config, str(resolved))
+    address = effective_ray_address(config, address)
     if address:
         check_ray_address(address)
     connect(record.tracking_uri)

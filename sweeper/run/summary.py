@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sweeper.config import SweepConfig
+from sweeper.config import SweepConfig, effective_ray_address, effective_tracking_uri
 from sweeper.console import TrialRow, trial_table
 from sweeper.run import space
 from sweeper.run.budget import Budget, budget
@@ -13,7 +13,7 @@ from trainables.trial import TrialSpec
 
 
 def print_plan(config: SweepConfig, address: str | None, rate: float | None = None) -> None:
-    where = config.ray_address(address) or "local Ray (started and stopped by this command)"
+    where = effective_ray_address(config, address) or "local Ray (started and stopped by this command)"
     typer.echo(f"sweep {config.name!r}: {space.describe_count(config)} on {where}")
     for line in space.describe_plan(config):
         typer.echo(f"  {line}")
@@ -24,7 +24,7 @@ def print_plan(config: SweepConfig, address: str | None, rate: float | None = No
         f"{config.resources.cpu:g} CPU, {config.resources.gpu:g} GPU"
     )
     checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
-    typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {config.tracking_uri()}")
+    typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {effective_tracking_uri(config)}")
     for line in budget_lines(budget(config, rate), config):
         typer.echo(f"  {line}")
 

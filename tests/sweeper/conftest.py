@@ -1,11 +1,12 @@
 """A finished sweep as `sweeper launch` leaves it in MLflow and on disk, made in a second without training.
 
-Tests get the helpers through fixtures (`make_sweep`, `two_by_three`,
-`trial_metrics`): a conftest module is not importable by name.
+Tests get the helpers through fixtures (`make_sweep`, `tune_state`,
+`two_by_three`, `trial_metrics`): a conftest module is not importable by name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from sweeper.record import RESOLVED_CONFIG, SweepRecord
 from trainables.checkpoint import save_checkpoint
 from trainables.model import BetaVAE
 from trainables.settings import TrialSettings
+from trainables.trial import TRIAL_INDEX
 
 SWEEP_ID = "fake-20260101-000000-abcd"
 LATENTS = 4
@@ -90,6 +92,22 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
     return record
 
 
+def _tune_state(sweep_dir: Path, trials: list[dict]) -> Path:
+    """Ray Tune's experiment state of `trials` (as `_make_sweep` takes them, all finished), in the JSON
+    Tune writes into the sweep folder: what `sweeper status` reads."""
+    settings = TrialSettings.model_validate({"model": {"latent_dim": LATENTS}}).model_dump(mode="json")
+    entries = []
+    for index, trial in enumerate(trials):
+        trial_id = f"t{index:05d}"
+        config = {"beta": trial["beta"], "capacity": trial.get("capacity", 0.0), TRIAL_INDEX: trial["seed"]}
+        state = {"trial_id": trial_id, "status": "TERMINATED", "config": {**config, "settings": settings}}
+        runtime = {"last_result": {"step": 10, **trial["metrics"]}, "error_filename": None}
+        entries.append([json.dumps({**state, "relative_logdir": trial_id}), json.dumps(runtime)])
+    path = sweep_dir / "experiment_state-2026-01-01_00-00-00.json"
+    path.write_text(json.dumps({"trial_data": entries, "runner_data": {}}))
+    return path
+
+
 def metrics(recon: float, mig: float, sap: float, kl: float = 5.0) -> dict[str, float]:
     return {
         "recon": recon,
@@ -128,6 +146,12 @@ def make_sweep():
     Creating a tracking store takes seconds; share one per module where the tests only read.
     """
     return _make_sweep
+
+
+@pytest.fixture(scope="session")
+def tune_state():
+    """tune_state(sweep_dir, trials) -> Tune's experiment state file of finished `trials` (see _tune_state)."""
+    return _tune_state
 
 
 @pytest.fixture(scope="session")

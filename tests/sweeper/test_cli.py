@@ -1,11 +1,14 @@
 """The CLI's contract for bad input: a clear message, exit 2 or 3, and nothing created."""
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
+from sweeper.record import RESOLVED_CONFIG
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 runner = CliRunner()
@@ -105,3 +108,74 @@ def test_credentials_in_a_uri_option_exit_2_and_are_not_echoed(args, in_tmp):
     assert f"{option} = " in result.output and "user name or password in the URI" in result.output
     assert "hunter2" not in result.output and "alice" not in result.output
     assert nothing_created(in_tmp) and not (in_tmp / "out").exists()
+
+
+def test_launch_refuses_storage_on_a_file_and_creates_nothing(in_tmp):
+    (in_tmp / "afile").write_text("")
+    result = runner.invoke(app, ["launch", str(CONFIGS / "smoke.yaml"), "--set", "storage=afile"])
+    assert result.exit_code == 2, result.output
+    assert "storage = 'afile': is a file, not a folder" in result.output
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
+
+
+BOMB = "\n".join(
+    ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]" for level in range(1, 9)]
+)
+SMOKE_TEXT = (CONFIGS / "smoke.yaml").read_text()
+
+
+@pytest.mark.timeout(10, method="thread")  # a bomb that got through would run for minutes in C loops
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        (f"name: bomb\nx: {{{BOMB.replace(chr(10), ', ')}}}\n", [], "values once its aliases are expanded"),
+        (SMOKE_TEXT + "\nsearch:\n  beta: [1]\n", [], "search: duplicate key"),
+        ("", [], "the file is empty"),
+        (SMOKE_TEXT, [f"training.steps={'9' * 5000}"], "training.steps = 999999999999... (5000 characters)"),
+        (SMOKE_TEXT, ["search.seeds=1000000000"], "search.seeds = 1000000000: Input should be less than or equal"),
+        (SMOKE_TEXT, ["training.lr=.inf"], "training.lr = inf: Input should be a finite number"),
+        (SMOKE_TEXT, ["checkpoints=s3://KEY:hunter2@bucket/p"], "checkpoints = 's3://***@bucket/p'"),
+        (SMOKE_TEXT, ["tracking.uri=[hunter2"], "--set tracking.uri: the value is not valid YAML"),
+    ],
+    ids=["bomb", "duplicate", "empty", "huge-int", "seeds", "lr", "credentials", "set-yaml"],
+)
+def test_validate_exits_2_with_one_clear_message(in_tmp, text, overrides, expected):
+    (in_tmp / "sweep.yaml").write_text(text)
+    args = ["validate", "sweep.yaml"] + [arg for o in overrides for arg in ("--set", o)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert expected in result.output and "Traceback" not in result.output
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_a_missing_dataset_file_exits_2_naming_data_path(command, in_tmp):
+    args = [command, str(CONFIGS / "smoke.yaml"), "--set", "data.name=dsprites_file", "--set", "data.path=gone.npz"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"data.path = 'gone.npz': no such file (relative to {in_tmp})" in result.output
+    assert nothing_created(in_tmp)
+
+
+def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(in_tmp, make_sweep, two_by_three, tune_state):
+    # A sweep folder copied from the cluster to a laptop: the dataset file it trained on is not here.
+    trials = two_by_three()
+    record = make_sweep(in_tmp, trials)
+    sweep_dir = in_tmp / "sweeps" / record.sweep_id
+    gone = str(in_tmp / "cluster" / "dsprites.npz")
+    resolved = yaml.safe_load((sweep_dir / RESOLVED_CONFIG).read_text())
+    resolved["data"].update(name="dsprites_file", path=gone)
+    (sweep_dir / RESOLVED_CONFIG).write_text(yaml.safe_dump(resolved))
+    tune_state(sweep_dir, trials)
+
+    status = runner.invoke(app, ["status", record.sweep_id])
+    assert status.exit_code == 0, status.output
+    assert "6 terminated" in status.output and all(f"t{i:05d}" in status.output for i in range(6))
+    select = runner.invoke(app, ["select", record.sweep_id, "--no-udr"])
+    assert select.exit_code == 0, select.output
+    export = runner.invoke(app, ["export", record.sweep_id, "--to", "out"])
+    assert export.exit_code == 0, export.output
+    (index,) = json.loads((in_tmp / "out" / "index.json").read_text())["models"]
+    assert json.loads((in_tmp / "out" / index["folder"] / "config.json").read_text())["data"]["path"] == gone

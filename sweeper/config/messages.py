@@ -1,0 +1,64 @@
+"""What is wrong with a config, as the user reads it: `file: invalid sweep config`, then one line per
+problem naming its key and value, with URI credentials masked and long values cut short."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from sweeper.uris import CredentialsInURI, redact
+
+
+def shown(value: object) -> str:
+    """A value as an error message may show it: URI credentials masked, and at most 80 characters."""
+    text = redact(repr(value))
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def invalid_config(source: str, problems: list[str]) -> str:
+    """The one message for every problem found in one config, whichever check found it."""
+    return redact("\n".join([f"{source}: invalid sweep config", *(f"  {problem}" for problem in problems)]))
+
+
+def _union_branch(part: object) -> str | None:
+    """The branch name pydantic puts in an error's location for `list[float] | Range`."""
+    text = str(part)
+    if text == "list[float]":
+        return "list"
+    if text == "Range" or text.endswith(", Range]"):
+        return "Range"
+    return None
+
+
+def _written_as_range(raw: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether the value at `loc`, up to its union branch, was written as a mapping (a Range)."""
+    value: Any = raw
+    for part in loc:
+        if _union_branch(part):
+            break
+        value = value[part]
+    return isinstance(value, dict)
+
+
+def format_validation_error(source: str, error: ValidationError, raw: dict[str, Any]) -> str:
+    problems = []
+    for item in error.errors():
+        # `beta: list | Range` reports both branches; keep only the one the value was written as.
+        branch = next((b for b in map(_union_branch, item["loc"]) if b), None)
+        if branch is not None and _written_as_range(raw, item["loc"]) != (branch == "Range"):
+            continue
+        key = ".".join(str(p) for p in item["loc"] if not _union_branch(p))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key (check its spelling and section)")
+        elif item["type"] == "missing":
+            problems.append(f"{key}: required key is missing")
+        elif isinstance(item.get("ctx", {}).get("error"), CredentialsInURI):
+            problems.append(message)  # it names its key, and shows the URI masked
+        elif isinstance(item["input"], dict):
+            # A check across a whole section: its message starts with the key inside the section.
+            problems.append(f"{key}.{message}" if key else message)
+        else:
+            problems.append(f"{key} = {shown(item['input'])}: {message}")
+    return invalid_config(source, problems)

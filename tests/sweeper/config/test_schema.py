@@ -1,0 +1,132 @@
+"""The schema: every key's bounds and cross-checks, read from the config alone, with errors that name
+the file, key and value."""
+
+from pathlib import Path
+
+import pytest
+
+from sweeper.config import Range, load_config
+from sweeper.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "beta_grid.yaml", "optuna_beta_capacity.yaml"])
+def test_shipped_configs_are_valid(name):
+    config = load_config(CONFIGS / name)
+    assert config.search.seeds >= 1
+
+
+def test_beta_grid_is_the_classic_study():
+    config = load_config(CONFIGS / "beta_grid.yaml")
+    assert config.search.beta == [1, 2, 4, 6, 8, 16]
+    assert (config.training.steps, config.training.batch_size, config.training.lr) == (300_000, 64, 1e-4)
+    assert config.eval.preset == "reference"
+
+
+def test_optuna_config_searches_ranges():
+    config = load_config(CONFIGS / "optuna_beta_capacity.yaml")
+    assert isinstance(config.search.beta, Range) and config.search.beta.log
+    assert config.search.kind == "optuna" and config.search.num_samples == 20
+
+
+def test_trial_settings_take_threads_from_the_cpu_resources():
+    config = load_config(CONFIGS / "smoke.yaml", ["resources.cpu=2"])
+    assert config.trial_settings().training.threads == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("search.beta=[0, 1]", r"search\.beta = 0\.0: must be > 0"),
+        ("search.beta=[-2]", r"search\.beta = -2\.0: must be > 0"),
+        ("search.capacity=[-1]", r"search\.capacity = -1\.0: C_max must be >= 0"),
+        ("search.seeds=0", r"search\.seeds = 0: Input should be greater than or equal to 1"),
+        ("training.stepz=3", r"training\.stepz: unknown key"),
+        ("bogus=1", r"bogus: unknown key"),
+        ("training.steps=many", r"training\.steps = 'many': Input should be a valid integer"),
+        ("search.metric=disent/nope", r"search\.metric = 'disent/nope': not reported"),
+        ("search.kind=optuna", r"search\.num_samples is required"),
+        ("search.beta={low: 3, high: 1}", r"search\.beta\.low = 3\.0: must be below high = 1\.0"),
+        ("resources.gpu=1.5", r"resources\.gpu = 1\.5: .*whole number"),
+        ("eval.overrides={mig: {num_trian: 3}}", r"overrides\.mig\.num_trian: unknown size"),
+        ("storage=s3://bucket/sweeps", r"storage = 's3://bucket/sweeps': must be a folder .* under `checkpoints`"),
+        ("checkpoints=/mnt/shared", r"checkpoints = '/mnt/shared': must be an object-store URI .* set `storage`"),
+        ("checkpoints=s3://", r"checkpoints = 's3://': must be an object-store URI with a bucket"),
+        ("checkpoints=ftp://host/x", r"checkpoints = 'ftp://host/x': must be an object-store URI"),
+        # non-finite values, which training would meet only as a NonFiniteLossError
+        ("search.beta=[1, .inf]", r"search\.beta\.1 = inf: Input should be a finite number"),
+        ("search.beta=[.nan]", r"search\.beta\.0 = nan: Input should be a finite number"),
+        ("search.capacity=[.inf]", r"search\.capacity\.0 = inf: Input should be a finite number"),
+        ("search.beta={low: 1, high: .inf}", r"search\.beta\.high = inf: Input should be a finite number"),
+        ("search.capacity={low: .nan, high: 2}", r"search\.capacity\.low = nan: Input should be a finite number"),
+        ("search.capacity={low: 0, high: 4, log: true}", r"search\.capacity\.low = 0\.0: a log range must start above"),
+        ("training.lr=.inf", r"training\.lr = inf: Input should be a finite number"),
+        ("training.lr=.nan", r"training\.lr = nan: Input should be a finite number"),
+        ("resources.cpu=.inf", r"resources\.cpu = inf: Input should be a finite number"),
+        # absurd sizes, with the bound in the message (a billion seeds was a MemoryError)
+        ("search.seeds=1000000000", r"search\.seeds = 1000000000: Input should be less than or equal to 1000"),
+        ("search.num_samples=1000000000", r"search\.num_samples = 1000000000: .* less than or equal to 100000"),
+        ("training.steps=10000000000", r"training\.steps = 10000000000: .* less than or equal to 1000000000"),
+        ("training.batch_size=100000", r"training\.batch_size = 100000: .* less than or equal to 65536"),
+        ("training.seed_offset=4294967296", r"training\.seed_offset = 4294967296: .* less than or equal to 2147483648"),
+        ("objective.capacity_steps=10000000000", r"objective\.capacity_steps = 10000000000: .* or equal to 1000000000"),
+        ("eval.every=10000000000", r"eval\.every = 10000000000: must be at most 1000000000"),
+        ("eval.overrides={mig: {num_train: 100000000}}", r"mig\.num_train = 100000000: must be between 1 and 10000000"),
+        ("model.latent_dim=1099511627776", r"model\.latent_dim = 1099511627776: .* less than or equal to 1024"),
+        # a number that Python would refuse to read, given quoted so that it reaches validation
+        (f"training.steps='{'1' * 5000}'", r"training\.steps = '1{59}\.\.\. \(5002 characters\): Unable to parse"),
+    ],
+)
+def test_bad_values_name_the_file_key_and_value(override, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(CONFIGS / "smoke.yaml", [override])
+    assert str(CONFIGS / "smoke.yaml") in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_an_optuna_search_with_nothing_to_search_is_refused():
+    # Ray's Optuna searcher would fail only when the sweep asks for its first configuration.
+    overrides = ["search.kind=optuna", "search.num_samples=2", "search.beta=[4.0]"]
+    with pytest.raises(ConfigError, match=r"beta = \[4\.0\], capacity = \[0\.0\]: optuna needs something to search"):
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    load_config(CONFIGS / "smoke.yaml", [*overrides[:2], "search.beta=[4.0, 8.0]"])
+
+
+def test_metric_of_an_unselected_metric_is_refused():
+    with pytest.raises(ConfigError, match="not reported"):
+        load_config(CONFIGS / "smoke.yaml", ["eval.metrics=[dci]", "search.metric=disent/mig"])
+
+
+def test_missing_required_section(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="search: required key is missing"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shown"),
+    [
+        (["tracking.uri=http://admin:hunter2@tracker:5000"], "tracking.uri = 'http://***@tracker:5000'"),
+        (["tracking.uri=postgresql://mlflow:hunter2@db/mlflow"], "tracking.uri = 'postgresql://***@db/mlflow'"),
+        (["checkpoints=s3://AKIAKEY:hunter2@bucket/p"], "checkpoints = 's3://***@bucket/p'"),
+        (["checkpoints=s3://AKIAKEY:hun/ter2+x@bucket/p"], "checkpoints = 's3://***@bucket/p'"),  # AWS secrets hold '/'
+        (["checkpoints=gs://token:hunter2@bucket/p"], "checkpoints = 'gs://***@bucket/p'"),
+        (["storage=s3://AKIAKEY:hunter2@bucket/p"], "storage = 's3://***@bucket/p'"),
+        (["data.name=npz", "data.path=s3://AKIAKEY:hunter2@bucket/d.npz"], "data.path = 's3://***@bucket/d.npz'"),
+        (["ray.address=ray://admin:hunter2@head:10001"], "ray.address = 'ray://***@head:10001'"),
+    ],
+)
+def test_credentials_in_any_uri_are_refused_and_not_shown(overrides, shown):
+    with pytest.raises(ConfigError, match="a user name or password in the URI") as info:
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    assert shown in str(info.value)
+    assert "hunter2" not in str(info.value) and "ter2" not in str(info.value)
+
+
+def test_uris_without_credentials_are_accepted():
+    overrides = ["tracking.uri=http://tracker:5000/base@v2", "checkpoints=s3://bucket/p@v1", "ray.address=ray://h:1"]
+    config = load_config(CONFIGS / "smoke.yaml", overrides)
+    assert (config.tracking.uri, config.checkpoints) == ("http://tracker:5000/base@v2", "s3://bucket/p@v1")
+
