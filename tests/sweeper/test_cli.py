@@ -49,9 +49,9 @@ def test_dry_run_of_optuna_describes_the_search(in_tmp):
 
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_config_error_exits_2_and_names_key_and_value(command, in_tmp):
-    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "search.beta=[0]"])
+    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "search.objectives.beta_vae.beta=[0]"])
     assert result.exit_code == 2
-    assert "search.beta = 0.0: must be > 0" in result.output
+    assert "search.objectives.beta_vae.beta = 0: must be > 0" in result.output
     assert nothing_created(in_tmp)
 
 
