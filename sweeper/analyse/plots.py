@@ -16,12 +16,13 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from sweeper.analyse.checkpoints import decode
-from sweeper.analyse.selection import column, configurations, optional_column, rows_of, tradeoffs
+from sweeper.analyse.selection import TradeOff, column, configurations, optional_column, rows_of, tradeoffs
 from trainables.model import BetaVAE
+from trainables.trial import Configuration
 
 TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)  # prior standard deviations either side of the code
 DPI = 100
-MAX_TICKS = 8  # configuration labels along a panel before they overlap
+SIDE_BY_SIDE = 12  # configurations a score panel may hold beside another; more get a row of their own
 MAX_INCHES = 40  # the tallest figure, whatever the number of picked models
 
 
@@ -68,8 +69,7 @@ def tradeoff(table: pa.Table, score: str, path: Path) -> Path:
                 medians.append(np.median(seeds) if seeds.size else np.nan)
             ax.plot(x, medians, marker="o", color="C0", label="median over seeds")
             if group.swept is None:
-                ax.set_xticks(x, [" ".join(f"{n}={v:g}" for n, v in c.weights) for c in group.configurations],
-                              rotation=30, ha="right", fontsize=7)
+                ax.set_xticks(x, [_tick(group, c) for c in group.configurations], rotation=30, ha="right", fontsize=7)
             elif x.min() > 0 and x.max() >= 10 * x.min():
                 ax.set_xscale("log")
             ax.set(xlabel=group.axis_label(), ylabel=short(name), title=f"{group.name}: {short(name)}")
@@ -79,28 +79,42 @@ def tradeoff(table: pa.Table, score: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _tick(tradeoff: TradeOff, configuration: Configuration) -> str:
+    """A configuration on its objective's axis: the swept weight's value, else all its weights."""
+    if tradeoff.swept is not None:
+        return f"{configuration.weight(tradeoff.swept):g}"
+    return " ".join(f"{name}={value:g}" for name, value in configuration.weights)
+
+
 def scores_by_configuration(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
-    """One panel per score: a box per configuration with every seed as a point on it, objectives apart."""
+    """One panel per score: a box per configuration with every seed as a point on it, each objective's
+    configurations together along its swept weight and named above them."""
     keys, labels = configurations(table)
-    order = [c for group in tradeoffs(keys) for c in group.configurations]
-    every = -(-len(order) // MAX_TICKS)  # label every configuration, or every n-th of many
-    ticks = [c.label().replace(" ", "\n", 1) if i % every == 0 else "" for i, c in enumerate(order)]
-    starts = [i for i in range(1, len(order)) if order[i].objective != order[i - 1].objective]
-    cols = max(1, min(3, len(scores)))
+    groups = tradeoffs(keys)
+    order = [c for group in groups for c in group.configurations]
+    ticks = [_tick(group, c) for group in groups for c in group.configurations]
+    cols = max(1, min(3, len(scores))) if len(order) <= SIDE_BY_SIDE else 1
     rows = max(1, -(-len(scores) // cols))
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows), layout="constrained")
+    fig = Figure(figsize=(max(4.2, 0.35 * len(order)) * cols, 3.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     jitter = np.random.default_rng(0)
     for ax, score in zip(axes, scores):
         values = column(table, score)
-        groups = [values[rows_of(keys, labels, [c]) & np.isfinite(values)] for c in order]
-        ax.boxplot(groups, positions=range(len(order)), widths=0.5, showfliers=False)
-        for i, group in enumerate(groups):
+        seeds = [values[rows_of(keys, labels, [c]) & np.isfinite(values)] for c in order]
+        ax.boxplot(seeds, positions=range(len(order)), widths=0.5, showfliers=False)
+        for i, group in enumerate(seeds):
             ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=14, alpha=0.7, color="C1", zorder=3)
-        for start in starts:
-            ax.axvline(start - 0.5, color="grey", linewidth=0.8)
-        ax.set_xticks(range(len(order)), ticks, fontsize=7)
-        ax.set_title(short(score), fontsize=10)
+        start = 0
+        for group in groups:
+            end = start + len(group.configurations)
+            if start:
+                ax.axvline(start - 0.5, color="grey", linewidth=0.8)
+            ax.text((start + end - 1) / 2, 1.01, f"{group.name} ({group.axis_label()})", fontsize=7,
+                    ha="center", va="bottom", transform=ax.get_xaxis_transform())
+            start = end
+        wide = any(len(tick) > 4 for tick in ticks)
+        ax.set_xticks(range(len(order)), ticks, fontsize=7, rotation=90 if wide else 0)
+        ax.set_title(short(score), fontsize=10, pad=14)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(scores) :]:
         ax.set_visible(False)

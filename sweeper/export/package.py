@@ -303,7 +303,8 @@ def export_model(
     metrics = build_metrics(row, run, done, choice.by, choice.maximize, reason)
     exported.write_json(folder / exported.METRICS_FILE, metrics)
     codes, kl = encode(model, observation_set(8))
-    plots.model_traversal(model, codes[0], kl, metrics["final"], row_model(row).label(), folder / exported.TRAVERSAL_FILE)
+    title = row_model(row).label()
+    plots.model_traversal(model, codes[0], kl, metrics["final"], title, folder / exported.TRAVERSAL_FILE)
     (folder / exported.CARD_FILE).write_text(model_card(config, metrics, choice.by), encoding="utf-8")
     exported.write_manifest(folder)
     return folder
