@@ -40,6 +40,15 @@ TRIAL_INDEX_PARAM = "trial_index"
 LATENT_DIM_PARAM = "model.latent_dim"
 VERSION_PARAM_PREFIX = "version."  # library versions: `version.torch`, ...
 
+# Params of a sweep's Optuna study (its journal in the sweep folder): the objective, when the search
+# chooses among several, and each weight as `<objective>.<weight>`, its own parameter per objective.
+OPTUNA_OBJECTIVE_PARAM = "objective"
+
+
+def optuna_weight_param(objective: str, weight: str) -> str:
+    return f"{objective}.{weight}"
+
+
 # Artifacts.
 CONFIG_ARTIFACT = "config.yaml"  # the sweep's resolved config, on the parent run
 REPORT_ARTIFACTS = "report"  # the report folder, on the parent run

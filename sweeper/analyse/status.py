@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from sweeper.analyse.state import read_trials
-from sweeper.analyse.study import WEIGHT_PARAM_PREFIX, StudyUnreadable, read_study
+from sweeper.analyse.study import StudyUnreadable, read_study
 from sweeper.config import SearchConfig, load_config
 from sweeper.console import fmt, trial_table
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, find_sweep
@@ -54,5 +54,6 @@ def study_lines(folder: Path, search: SearchConfig) -> list[str]:
 
 
 def _param_name(name: str) -> str:
-    """A study param as the configuration's label names it (`weights/gamma` is gamma; C_max in earlier studies)."""
-    return "C_max" if name == "capacity" else name.removeprefix(WEIGHT_PARAM_PREFIX)
+    """A study param as the configuration's label names it (`annealed_vae.gamma` is gamma; C_max in earlier
+    studies)."""
+    return "C_max" if name == "capacity" else name.rpartition(".")[2]

@@ -6,9 +6,9 @@ snapshotting backend, such as Redis's, holds pickles). So `sweeper status`
 and `sweeper select` may read the study of a sweep folder they did not write.
 
 A study's params name the objective (`objective`, when the search chooses
-among several) and its weights (`weights/<name>`); studies of earlier
-releases name `beta` and `capacity` (C_max). A value the search held fixed is
-no param at all.
+among several) and its weights (`<objective>.<weight>`, see `sweeper.tags`);
+studies of earlier releases name `beta` and `capacity` (C_max). A value the
+search held fixed is no param at all.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.record import OPTUNA_JOURNAL
+from sweeper.tags import OPTUNA_OBJECTIVE_PARAM, optuna_weight_param
 from trainables.trial import Configuration
 
-OBJECTIVE_PARAM = "objective"
-WEIGHT_PARAM_PREFIX = "weights/"
 LEGACY_PARAMS = ("beta", "capacity")  # the studies of earlier releases: beta and C_max
 
 
@@ -39,10 +38,13 @@ class FrontTrial:
     def names(self, configuration: Configuration) -> bool:
         """Whether its params are those of the configuration (on every param it has)."""
         for name, value in self.params.items():
-            if name == OBJECTIVE_PARAM:
+            if name == OPTUNA_OBJECTIVE_PARAM:
                 same = value == configuration.objective
-            elif name.startswith(WEIGHT_PARAM_PREFIX):
-                same = _close(configuration.weight(name.removeprefix(WEIGHT_PARAM_PREFIX)), value)
+            elif "." in name:
+                weight = name.split(".", 1)[1]
+                same = name == optuna_weight_param(configuration.objective, weight) and _close(
+                    configuration.weight(weight), value
+                )
             elif name in LEGACY_PARAMS:
                 same = _close(_legacy_values(configuration).get(name), value)
             else:

@@ -35,6 +35,7 @@ from sweeper.config import Range, SweepConfig, Values
 from sweeper.errors import EnvironmentProblem
 from sweeper.record import OPTUNA_JOURNAL
 from sweeper.run.pareto import ParetoHalving
+from sweeper.tags import OPTUNA_OBJECTIVE_PARAM, optuna_weight_param
 from trainables.trial import CONFIGURATION_KEY, MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX, Configuration, seed_of
 
 
@@ -69,13 +70,14 @@ class ConfigurationSpace:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         kinds = list(self.objectives)
-        kind = trial.suggest_categorical("objective", kinds) if len(kinds) > 1 else kinds[0]
+        kind = trial.suggest_categorical(OPTUNA_OBJECTIVE_PARAM, kinds) if len(kinds) > 1 else kinds[0]
         weights = {}
         for name, values in self.objectives[kind].items():
+            param = optuna_weight_param(kind, name)
             if isinstance(values, dict):  # a range
-                weights[name] = trial.suggest_float(f"{kind}.{name}", values["low"], values["high"], log=values["log"])
+                weights[name] = trial.suggest_float(param, values["low"], values["high"], log=values["log"])
             elif len(values) > 1:
-                weights[name] = trial.suggest_categorical(f"{kind}.{name}", values)
+                weights[name] = trial.suggest_categorical(param, values)
             else:
                 weights[name] = values[0]
         return {CONFIGURATION_KEY: Configuration.of(kind, weights).to_config()}

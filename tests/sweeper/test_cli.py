@@ -37,7 +37,7 @@ def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
     assert result.exit_code == 0, result.output
     assert "6 trials (30 models)" in result.output
     for beta in (1, 2, 4, 6, 8, 16):
-        assert f"beta={beta}  C_max=0  seeds=[0, 1, 2, 3, 4]" in result.output
+        assert f"beta_vae beta={beta}  seeds=[0, 1, 2, 3, 4]" in result.output
     assert nothing_created(in_tmp)
 
 

@@ -14,9 +14,9 @@ def row(trial_id: str, config: dict, **result) -> TrialRow:
 
 def test_rows_show_the_configuration_label_and_sort_by_objective_weights_and_seed():
     rows = [
-        row("t3", {"objective": "factor_vae", "weights": {"gamma": 10.0}, "pack_seeds": [0, 1, 2]}, recon=3.0),
-        row("t2", {"objective": "annealed_vae", "weights": {"gamma": 1000.0, "c_max": 25.0}, "pack_seeds": [5]}),
-        row("t1", {"objective": "annealed_vae", "weights": {"gamma": 1000.0, "c_max": 5.0}, "pack_seeds": [0, 2]}),
+        row("t3", {"configuration": {"objective": "factor_vae", "weights": {"gamma": 10.0}}, "pack_seeds": [0, 1, 2]}, recon=3.0),
+        row("t2", {"configuration": {"objective": "annealed_vae", "weights": {"gamma": 1000.0, "c_max": 25.0}}, "pack_seeds": [5]}),
+        row("t1", {"configuration": {"objective": "annealed_vae", "weights": {"gamma": 1000.0, "c_max": 5.0}}, "pack_seeds": [0, 2]}),
         row("t0", {"beta": 4.0, "capacity": 0.0, TRIAL_INDEX: 1}),  # a trial of an earlier release
     ]
     lines = trial_table(sorted(rows, key=TrialRow.sort_key), "disent/mig").splitlines()

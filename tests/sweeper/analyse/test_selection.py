@@ -269,7 +269,7 @@ def test_the_study_front_is_marked_next_to_the_post_hoc_front(two_betas):
     without = only_tradeoff(two_betas, selection.select(two_betas, "disent/mig"))
     assert "study_front" not in without[1.0]  # a grid has no study
     # A study of one objective holds no objective param; beta 4 is the front Optuna saw.
-    study = Study(states={"COMPLETE": 3}, front=[FrontTrial(2, {"weights/beta": 4.0}, (0.1, 0.9))])
+    study = Study(states={"COMPLETE": 3}, front=[FrontTrial(2, {"beta_vae.beta": 4.0}, (0.1, 0.9))])
     summary = only_tradeoff(two_betas, selection.select(two_betas, "disent/mig", study=study))
     assert [summary[b]["study_front"] for b in (1.0, 4.0, 8.0)] == [False, True, False]
     assert [summary[b]["pareto"] for b in (1.0, 4.0, 8.0)] == [True, False, True]
@@ -283,10 +283,10 @@ TCVAE_4 = Configuration.of("beta_tcvae", {"beta": 4.0})
 @pytest.mark.parametrize(
     ("params", "on_front"),
     [
-        ({"objective": "beta_vae", "weights/beta": 4.0}, [BETA_4]),
-        ({"objective": "beta_tcvae", "weights/beta": 4.0}, [TCVAE_4]),  # the same weight, another objective
-        ({"objective": "annealed_vae", "weights/c_max": 25.0}, [ANNEALED_25]),  # gamma held fixed
-        ({"weights/beta": 4.0}, [BETA_4, TCVAE_4]),  # a study of one objective names none
+        ({"objective": "beta_vae", "beta_vae.beta": 4.0}, [BETA_4]),
+        ({"objective": "beta_tcvae", "beta_tcvae.beta": 4.0}, [TCVAE_4]),  # the same weight, another objective
+        ({"objective": "annealed_vae", "annealed_vae.c_max": 25.0}, [ANNEALED_25]),  # gamma held fixed
+        ({"beta_vae.beta": 4.0}, [BETA_4]),  # a study of one objective names none: its params name it
         # A study of an earlier release: beta and C_max, as from_beta_and_capacity reads them.
         ({"beta": 4.0}, [BETA_4, ANNEALED_25]),
         ({"beta": 4.0, "capacity": 0.0}, [BETA_4]),
