@@ -99,6 +99,8 @@ def test_status_of_an_unknown_sweep_exits_3(in_tmp):
         ["export", "some-sweep", "--to", "out", "--tracking-uri", "http://alice:hunter2@mlflow.example"],
         ["launch", str(CONFIGS / "smoke.yaml"), "--address", "ray://alice:hunter2@head.example:10001"],
         ["resume", "some-sweep", "--address", "ray://alice:hunter2@head.example:10001"],
+        ["launch", str(CONFIGS / "smoke.yaml"), "--address", "alice:hunter2@127.0.0.1:6379"],
+        ["resume", "some-sweep", "--address", "alice:hunter2@127.0.0.1:6379"],
     ],
 )
 def test_credentials_in_a_uri_option_exit_2_and_are_not_echoed(args, in_tmp):

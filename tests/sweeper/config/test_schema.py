@@ -116,6 +116,7 @@ def test_missing_required_section(tmp_path):
         (["storage=s3://AKIAKEY:hunter2@bucket/p"], "storage = 's3://***@bucket/p'"),
         (["data.name=npz", "data.path=s3://AKIAKEY:hunter2@bucket/d.npz"], "data.path = 's3://***@bucket/d.npz'"),
         (["ray.address=ray://admin:hunter2@head:10001"], "ray.address = 'ray://***@head:10001'"),
+        (["ray.address=admin:hunter2@head:6379"], "ray.address = '***@head:6379'"),
     ],
 )
 def test_credentials_in_any_uri_are_refused_and_not_shown(overrides, shown):
