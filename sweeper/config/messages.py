@@ -22,9 +22,10 @@ def invalid_config(source: str, problems: list[str]) -> str:
 
 
 def _union_branch(part: object) -> str | None:
-    """The branch name pydantic puts in an error's location for `list[float] | Range`."""
+    """The branch name pydantic puts in an error's location for `list[FiniteFloat] | Range`
+    (`list[...]` spells out the item's validators)."""
     text = str(part)
-    if text == "list[float]":
+    if text.startswith("list["):
         return "list"
     if text == "Range" or text.endswith(", Range]"):
         return "Range"

@@ -13,21 +13,18 @@ trials cannot disagree about a key.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    FiniteFloat,
-    field_validator,
-    model_validator,
-)
+from pydantic import AllowInfNan, Field, field_validator, model_validator
 
 from sweeper.uris import refuse_credentials
 from trainables.settings import (
     DataSettings,
     EvalSettings,
+    Integer,
     ModelSettings,
     ObjectiveSettings,
+    Real,
     Strict,
     TrainingSettings,
     TrialSettings,
@@ -39,6 +36,7 @@ TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
 MAX_SEEDS = 1000
 MAX_SAMPLES = 100_000  # optuna configurations
 MAX_EVAL_EVERY = 10**9  # as training.steps
+FiniteFloat = Annotated[Real, AllowInfNan(False)]
 
 
 class Range(Strict):
@@ -71,16 +69,16 @@ class SearchConfig(Strict):
     kind: Literal["grid", "optuna"] = "grid"
     beta: Values = Field(description="grid: a list of values; optuna: a list (categorical) or a range")
     capacity: Values = Field([0.0], description="C_max in nats; 0 is the plain beta-VAE")
-    seeds: int = Field(
+    seeds: Integer = Field(
         1, ge=1, le=MAX_SEEDS, description="repeats of every configuration, seeds seed_offset .. +seeds-1"
     )
-    num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
+    num_samples: Integer | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
     sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
     metric: str | list[str] = Field("loss", description="one metric, or a list for a multi-objective search")
     mode: Mode | list[Mode] = Field("min", description="one per metric")
     scheduler: Literal["fifo", "asha", "pareto"] = "fifo"
-    reduction_factor: int = Field(4, ge=2, le=100, description="asha and pareto: 1 in this many go on at a rung")
-    max_concurrent: int | None = Field(None, ge=1)
+    reduction_factor: Integer = Field(4, ge=2, le=100, description="asha and pareto: 1 in this many go on at a rung")
+    max_concurrent: Integer | None = Field(None, ge=1)
     pack_seeds: bool = Field(
         False, description="train the seeds of a configuration as one stacked model in one trial"
     )
@@ -150,8 +148,8 @@ class SearchConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
-    gpu: float = Field(0.0, ge=0, allow_inf_nan=False, description="fractions share one GPU: 0.25 packs four on it")
+    cpu: Real = Field(1.0, gt=0, allow_inf_nan=False)
+    gpu: Real = Field(0.0, ge=0, allow_inf_nan=False, description="fractions share one GPU: 0.25 packs four on it")
 
     @field_validator("gpu")
     @classmethod
@@ -164,7 +162,7 @@ class ResourcesConfig(Strict):
 class TrackingConfig(Strict):
     uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str | None = Field(None, description="default: the sweep name")
-    wait_s: float = Field(
+    wait_s: Real = Field(
         120.0, ge=0, le=86_400, allow_inf_nan=False,
         description="at the end of a sweep, how long to wait for a tracking server that is away before its "
         "writes are left in the sweep folder for `sweeper resume`",
@@ -188,7 +186,7 @@ class RayConfig(Strict):
 
 
 class FailureConfig(Strict):
-    max_failures: int = Field(2, ge=0, description="retries of a trial from its last checkpoint")
+    max_failures: Integer = Field(2, ge=0, description="retries of a trial from its last checkpoint")
 
 
 class SweepConfig(Strict):

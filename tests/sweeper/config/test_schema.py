@@ -1,11 +1,14 @@
 """The schema: every key's bounds and cross-checks, read from the config alone, with errors that name
 the file, key and value."""
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from sweeper.config import Range, load_config
+from sweeper.config import Range, SweepConfig, load_config
 from sweeper.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -131,3 +134,60 @@ def test_uris_without_credentials_are_accepted():
     config = load_config(CONFIGS / "smoke.yaml", overrides)
     assert (config.tracking.uri, config.checkpoints) == ("http://tracker:5000/base@v2", "s3://bucket/p@v1")
 
+
+
+# -- booleans are not numbers -----------------------------------------------------------------
+def number_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """The key of every integer or float setting of `model` and its sections, found from the schema so
+    that a setting added later is covered too."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += number_keys(annotation, f"{prefix}{name}.")
+        elif {int, float} & leaf_types(annotation):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def leaf_types(annotation: object) -> set[object]:
+    """`int | None` -> {int, NoneType}; `list[Annotated[float, ...]] | Range` -> {float, Range}."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return leaf_types(args[0])
+    return set().union(*map(leaf_types, args)) if args else {annotation}
+
+
+def test_every_number_setting_is_found_in_the_schema():
+    keys = number_keys(SweepConfig)
+    assert {"training.steps", "training.lr", "eval.every", "search.beta", "resources.gpu"} <= set(keys)
+    assert len(keys) >= 20 and "training.amp" not in keys and "search.pack_seeds" not in keys
+
+
+@pytest.mark.parametrize("key", number_keys(SweepConfig))
+def test_a_boolean_is_refused_by_every_number_setting(key):
+    # YAML reads `true` as a boolean, and pydantic took it as 1: `training.steps=true` was one step.
+    with pytest.raises(ConfigError, match=rf"\n  {re.escape(key)} = True: ") as info:
+        load_config(CONFIGS / "smoke.yaml", [f"{key}=true"])
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["search.beta=[1, true]"], "search.beta.1 = True: must be a number, not true or false"),
+        (["search.kind=optuna", "search.num_samples=2", "search.beta={low: true, high: 2}"],
+         "search.beta.low = True: must be a number, not true or false"),
+        (["eval.overrides={mig: {num_train: yes}}"], "eval.overrides.mig.num_train = True: must be a number"),
+    ],
+)
+def test_a_boolean_inside_a_list_a_range_or_a_size_is_refused(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    assert expected in str(info.value).splitlines()[1]
+
+
+def test_numbers_written_as_yaml_reads_them_are_still_accepted():
+    # PyYAML reads `1e-3` (no dot) as a string; pydantic parses it, as before.
+    config = load_config(CONFIGS / "smoke.yaml", ["training.lr=1e-3", "resources.cpu=2", "search.beta=[1, 2.5]"])
+    assert (config.training.lr, config.resources.cpu, config.search.beta) == (1e-3, 2.0, [1.0, 2.5])
