@@ -35,6 +35,7 @@ OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # what pyarrow.fs, 
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
 MAX_SEEDS = 1000
 MAX_SAMPLES = 100_000  # optuna configurations
+MAX_MODELS = 100_000  # configurations x seeds in one sweep: each is an MLflow run and a line of Tune's state
 MAX_EVAL_EVERY = 10**9  # as training.steps
 FiniteFloat = Annotated[Real, AllowInfNan(False)]
 
@@ -132,6 +133,24 @@ class SearchConfig(Strict):
             raise ValueError(
                 "scheduler = 'pareto' needs pack_seeds: true: it stops packs on their seeds' means"
             )
+
+    @model_validator(mode="after")
+    def _bounded_models(self) -> SearchConfig:
+        models = self.configurations * self.seeds
+        if models > MAX_MODELS:
+            grid = f" ({len(self.beta)} beta x {len(self.capacity)} C_max)" if self.kind == "grid" else ""
+            raise ValueError(
+                f"seeds = {self.seeds} over {self.configurations:,} configurations{grid} = {models:,} models: "
+                f"more than the {MAX_MODELS:,} one sweep may train (configurations x seeds)"
+            )
+        return self
+
+    @property
+    def configurations(self) -> int:
+        """The (beta, C_max) pairs trained: every pair of a grid, or Optuna's samples."""
+        if self.kind == "grid":
+            return len(self.beta) * len(self.capacity)
+        return self.num_samples or 0
 
     @property
     def metrics(self) -> list[str]:

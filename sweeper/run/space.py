@@ -89,9 +89,7 @@ def describe_count(config: SweepConfig) -> str:
 
 def model_count(config: SweepConfig) -> int:
     """Models trained, packed or not: one MLflow child run each."""
-    search = config.search
-    configurations = len(search.beta) * len(search.capacity) if search.kind == "grid" else int(search.num_samples or 0)
-    return configurations * search.seeds
+    return config.search.configurations * config.search.seeds
 
 
 class SeedRepeater(Repeater):
@@ -268,22 +266,48 @@ def scheduler(config: SweepConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
+PLAN_LINES = 12  # a grid of more configurations is described in one line, not one line each
+LISTED = 8  # values listed in full; a longer list shows its first and last values and its length
+
+
 def describe_plan(config: SweepConfig) -> list[str]:
-    """Human-readable lines: every trial of a grid, or the shape of an Optuna search."""
+    """Human-readable lines: every trial of a small grid, or the shape of a large grid or an Optuna search;
+    long lists of values and seeds are summarised."""
     search = config.search
-    if search.kind == "grid":
+    span = _seed_span(seeds(config))
+    if search.kind == "grid" and search.configurations <= PLAN_LINES:
         packed = " (one packed trial)" if search.pack_seeds else ""
         return [
-            f"beta={beta:g}  C_max={capacity:g}  seeds={seeds(config)}{packed}"
+            f"beta={beta:g}  C_max={capacity:g}  seeds={span}{packed}"
             for beta in search.beta
             for capacity in search.capacity
         ]
+    if search.kind == "grid":
+        packed = " (one packed trial each)" if search.pack_seeds else ""
+        return [
+            f"grid of {search.configurations} configurations: beta in {_values(search.beta)} x "
+            f"C_max in {_values(search.capacity)}, each over seeds={span}{packed}"
+        ]
     how = "trained together as one packed trial" if search.pack_seeds else "repeated"
     return [
-        f"optuna ({search.sampler}): {search.num_samples} configurations of beta in {search.beta}, "
-        f"C_max in {search.capacity}",
-        f"each {how} over seeds {seeds(config)[0]}..{seeds(config)[-1]};"
-        f" optimising the seeds' mean {search.objectives_text()}",
+        f"optuna ({search.sampler}): {search.num_samples} configurations of beta in {_values(search.beta)}, "
+        f"C_max in {_values(search.capacity)}",
+        f"each {how} over seeds={span}; optimising the seeds' mean {search.objectives_text()}",
         *([f"stopping trials early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
           if search.scheduler != "fifo" else []),
     ]  # fmt: skip
+
+
+def _values(values: Values) -> str:
+    """`[1, 2, 4]`, `[1, 2, 3, ..., 20] (20 values)` for a long list, or a range as `1 to 16 (log)`."""
+    if isinstance(values, Range):
+        return f"{values.low:g} to {values.high:g}" + (" (log)" if values.log else "")
+    shown = [f"{value:g}" for value in values]
+    if len(shown) > LISTED:
+        return f"[{', '.join(shown[:3])}, ..., {shown[-1]}] ({len(shown)} values)"
+    return f"[{', '.join(shown)}]"
+
+
+def _seed_span(repeats: list[int]) -> str:
+    """`[0, 1, 2]`, or `0..999 (1000)` for many: a configuration's seeds are consecutive (`seed_of`)."""
+    return str(repeats) if len(repeats) <= LISTED else f"{repeats[0]}..{repeats[-1]} ({len(repeats)})"

@@ -101,6 +101,26 @@ def test_metric_of_an_unselected_metric_is_refused():
         load_config(CONFIGS / "smoke.yaml", ["eval.metrics=[dci]", "search.metric=disent/mig"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([f"search.beta=[{', '.join(str(b) for b in range(1, 401))}]", "search.seeds=1000"],
+         "search.seeds = 1000 over 400 configurations (400 beta x 1 C_max) = 400,000 models: more than the 100,000"),
+        (["search.kind=optuna", "search.num_samples=100000", "search.seeds=2", "search.beta={low: 1, high: 8}"],
+         "search.seeds = 2 over 100,000 configurations = 200,000 models: more than the 100,000 one sweep may train"),
+    ],
+)
+def test_the_models_of_one_sweep_are_bounded(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    assert str(info.value).splitlines()[1].startswith(f"  {expected}")
+
+
+def test_a_sweep_at_the_bound_of_models_is_accepted():
+    beta = f"search.beta=[{', '.join(str(b) for b in range(1, 101))}]"
+    assert load_config(CONFIGS / "smoke.yaml", [beta, "search.seeds=1000"]).search.configurations == 100
+
+
 def test_missing_required_section(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text("name: x\n")

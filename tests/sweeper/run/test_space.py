@@ -156,3 +156,38 @@ def test_a_searcher_that_cannot_be_saved_is_an_environment_problem_naming_the_ve
     with pytest.raises(EnvironmentProblem, match=rf"cannot be saved .* optuna {optuna.__version__}, ray ") as error:
         space.check_search(_search_config("random", "fifo", ["recon"], pack_seeds=True))
     assert error.value.exit_code == 3
+
+
+# -- the plan `launch --dry-run` and `validate` print ------------------------------------------
+def _plan(search: dict, seeds: int = 1) -> list[str]:
+    from sweeper.config import validate_config
+    from sweeper.run.space import describe_plan
+
+    return describe_plan(validate_config({"name": "plan", "search": {**search, "seeds": seeds}}, "test"))
+
+
+def test_a_small_grid_lists_every_configuration_and_its_seeds():
+    assert _plan({"beta": [1.0, 4.0], "capacity": [0.0, 5.0]}, seeds=3) == [
+        "beta=1  C_max=0  seeds=[0, 1, 2]",
+        "beta=1  C_max=5  seeds=[0, 1, 2]",
+        "beta=4  C_max=0  seeds=[0, 1, 2]",
+        "beta=4  C_max=5  seeds=[0, 1, 2]",
+    ]
+
+
+def test_a_large_grid_and_many_seeds_are_summarised_in_one_line():
+    # 20 betas x 1000 seeds printed every seed list in full: 20 lines of 1000 numbers each.
+    lines = _plan({"beta": [float(b) for b in range(1, 21)], "pack_seeds": True}, seeds=1000)
+    assert lines == [
+        "grid of 20 configurations: beta in [1, 2, 3, ..., 20] (20 values) x C_max in [0], "
+        "each over seeds=0..999 (1000) (one packed trial each)"
+    ]
+
+
+def test_an_optuna_plan_summarises_a_long_categorical_list_and_many_seeds():
+    search = {"kind": "optuna", "num_samples": 5, "beta": [float(b) for b in range(1, 101)],
+              "capacity": {"low": 0.0, "high": 50.0}}  # fmt: skip
+    assert _plan(search, seeds=40)[:2] == [
+        "optuna (tpe): 5 configurations of beta in [1, 2, 3, ..., 100] (100 values), C_max in 0 to 50",
+        "each repeated over seeds=0..39 (40); optimising the seeds' mean loss (min)",
+    ]
