@@ -130,6 +130,14 @@ def test_launch_refuses_storage_on_a_file_and_creates_nothing(in_tmp):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_storage_where_no_folder_can_be_made_exits_2(command, in_tmp):
+    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "storage=/proc/x"])
+    assert result.exit_code == 2, result.output
+    assert "storage = '/proc/x': cannot be created: /proc is not writable" in result.output
+    assert nothing_created(in_tmp)
+
+
 BOMB = "\n".join(
     ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     + [f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]" for level in range(1, 9)]

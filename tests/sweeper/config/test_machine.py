@@ -122,6 +122,17 @@ def test_storage_in_a_folder_that_is_not_writable_is_refused(unwritable_folder):
         checked(f"storage={storage}")
 
 
+def test_storage_where_no_folder_can_be_made_is_refused_even_for_root():
+    # /proc looks writable to root (its permission bits allow it) but takes no new folder.
+    with pytest.raises(ConfigError, match=r"storage = '/proc/x': cannot be created: /proc is not writable \("):
+        checked("storage=/proc/x")
+
+
+def test_an_existing_storage_folder_must_take_a_sweep_folder(unwritable_folder):
+    with pytest.raises(ConfigError, match=rf"storage = '{unwritable_folder}': is not writable \("):
+        checked(f"storage={unwritable_folder}")
+
+
 def test_storage_that_does_not_exist_yet_is_accepted_and_not_created(tmp_path):
     storage = tmp_path / "new" / "sweeps"
     assert checked(f"storage={storage}").storage == str(storage)
