@@ -199,3 +199,19 @@ def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(in_t
     assert export.exit_code == 0, export.output
     (index,) = json.loads((in_tmp / "out" / "index.json").read_text())["models"]
     assert json.loads((in_tmp / "out" / index["folder"] / "config.json").read_text())["data"]["path"] == gone
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--median-seed", "--run", "abc"], "--median-seed and --run"),
+        (["--picks", "all", "--run", "abc"], "--picks and --run"),
+        (["--median-seed", "--picks", "all"], "--median-seed and --picks"),
+    ],
+)
+def test_export_refuses_alternative_choices_given_together(options, named, in_tmp):
+    # `--run` silently won over the others.
+    result = runner.invoke(app, ["export", "some-sweep", "--to", "out", *options])
+    assert result.exit_code == 2, result.output
+    assert f"{named}: give one of --median-seed, --picks and --run, not several" in result.output
+    assert not (in_tmp / "out").exists()
