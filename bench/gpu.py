@@ -26,6 +26,7 @@ from bench.machine import cores, cpu_model
 from bench.training import flops_per_image
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
+from trainables.trial import Configuration
 
 # (batch, bfloat16 autocast, training.compile)
 SINGLE = ((64, False, False), (64, True, False), (256, False, False), (1024, False, False), (1024, True, False),
@@ -34,6 +35,7 @@ PACKING = {False: (1, 4, 8, 16), True: (4, 8)}  # trials sharing the card, by tr
 PACK_SIZES = (1, 5, 10, 20, 40)  # models per packed trial, batch 64 each
 PACK_MODES = ((False, False), (True, False), (False, True), (True, True))  # (compile, bfloat16 autocast)
 PACKS_PER_CARD = ((2, 20), (4, 10), (4, 20))  # (packed trials sharing the card, models per pack), compiled
+BETA_4 = Configuration.of("beta_vae", {"beta": 4.0})
 
 
 def matmul_tflops(dtype: torch.dtype, size: int = 8192, runs: int = 10) -> float:
@@ -82,25 +84,26 @@ def single_trial(
     batch: int, amp: bool, warmup: int, window: int, windows: int, compiled: bool = False
 ) -> tuple[list[float], float]:
     settings = trial_settings(batch, amp, compiled)
-    return steady_rates(lambda: Trainer(settings, beta=4.0, capacity=0.0, seeds=(0,)), warmup, window, windows)
+    return steady_rates(lambda: Trainer(settings, BETA_4, seeds=(0,)), warmup, window, windows)
 
 
 def one_pack(
     models: int, amp: bool, compiled: bool, warmup: int, window: int, windows: int
 ) -> tuple[list[float], float]:
     settings = trial_settings(64, amp, compiled)
-    return steady_rates(lambda: Trainer(settings, 4.0, 0.0, range(models)), warmup, window, windows)
+    return steady_rates(lambda: Trainer(settings, BETA_4, range(models)), warmup, window, windows)
 
 
 _PACKED_SCRIPT = """
 import json, sys, time, torch
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
+from trainables.trial import Configuration
 share, warmup, seconds, compiled = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
 models = int(sys.argv[5])  # the seeds each trial trains as one stacked model
 training = {"batch_size": 64, "device": "cuda", "threads": 1, "compile": compiled}
 settings = TrialSettings.model_validate({"training": training})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=share)
+trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 4.0}), seeds=range(models), gpu_share=share)
 trainer.train(warmup)
 print("ready", flush=True)
 sys.stdin.readline()

@@ -26,14 +26,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.machine import matmul_gflops
 from trainables.model import BetaVAE
-from trainables.objective import beta_vae_loss
+from trainables.objectives.beta_vae import BetaVAE as BetaVAEObjective
 from trainables.settings import TrialSettings
 from trainables.stacked import StackedBetaVAE
 from trainables.trainer import Trainer
+from trainables.trial import Configuration
 
 BATCH = 64
 LARGE_BATCH = 256  # above glibc's largest mmap threshold per activation buffer: the page-fault case
 PACK = 5
+BETA_4 = Configuration.of("beta_vae", {"beta": 4.0})
 
 GPU_POINTER = (
     "GPU figures are in the section 'Training on a GPU' (`python -m bench --only gpu` on a machine with CUDA)."
@@ -45,8 +47,8 @@ def flops_per_image(batch: int = BATCH) -> float:
     model = StackedBetaVAE([BetaVAE(10)])
     x = torch.zeros(batch, 1, 1, 64, 64)
     with FlopCounterMode(display=False) as counter:
-        logits, mu, logvar = model(x, torch.zeros(1, batch, 10))
-        beta_vae_loss(logits, x, mu, logvar, beta=4.0, capacity=0.0).loss.sum().backward()
+        logits, mu, logvar, z = model(x, torch.zeros(1, batch, 10))
+        BetaVAEObjective(beta=4.0).terms(x, logits, mu, logvar, z, step=0).loss.sum().backward()
     return counter.get_total_flops() / batch
 
 
@@ -56,14 +58,14 @@ def settings_for(batch: int, threads: int) -> TrialSettings:
 
 def images_per_second(threads: int, warmup_steps: int, window_steps: int, windows: int) -> list[float]:
     """Images/s of consecutive windows after `warmup_steps`, from the trainer's own reports."""
-    trainer = Trainer(settings_for(BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
+    trainer = Trainer(settings_for(BATCH, threads), BETA_4, seeds=(0,))
     trainer.train(warmup_steps)
     return [trainer.train(window_steps).images_per_sec for _ in range(windows)]
 
 
 def large_batch(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], float]:
     """Images/s of windows at LARGE_BATCH, and the minor page faults per step over them."""
-    trainer = Trainer(settings_for(LARGE_BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
+    trainer = Trainer(settings_for(LARGE_BATCH, threads), BETA_4, seeds=(0,))
     trainer.train(warmup)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     rates = [trainer.train(window).images_per_sec for _ in range(windows)]
@@ -99,7 +101,7 @@ class PlainLoop:
 
 def one_against_plain_loop(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
     """Images/s of the trainer with one model and of `PlainLoop`, window by window."""
-    trainer = Trainer(settings_for(BATCH, threads), beta=4.0, capacity=0.0, seeds=(0,))
+    trainer = Trainer(settings_for(BATCH, threads), BETA_4, seeds=(0,))
     plain = PlainLoop(trainer.dataset)
     trainer.train(warmup)
     plain.train(warmup)
@@ -113,8 +115,8 @@ def one_against_plain_loop(threads: int, warmup: int, window: int, windows: int)
 def pack_against_singles(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
     """Images/s per model of a pack of PACK seeds and of PACK trials of one model trained in turn, window by window."""
     settings = settings_for(BATCH, threads)
-    pack = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(PACK))
-    singles = [Trainer(settings, beta=4.0, capacity=0.0, seeds=(seed,)) for seed in range(PACK)]
+    pack = Trainer(settings, BETA_4, seeds=range(PACK))
+    singles = [Trainer(settings, BETA_4, seeds=(seed,)) for seed in range(PACK)]
     pack.train(warmup)
     for trainer in singles:
         trainer.train(warmup)
@@ -133,7 +135,8 @@ import json, resource, sys, torch
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 settings = TrialSettings.model_validate({"training": {"batch_size": %d, "threads": 1}})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=(0,))
+from trainables.trial import Configuration
+trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 4.0}), seeds=(0,))
 trainer.train(%d)
 print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """

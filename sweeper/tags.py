@@ -29,8 +29,10 @@ SELECTED_TAG = "selected"  # on a picked run: the pick kinds it was chosen for
 PICK_ROLE_TAG = "role"  # on a picked run: its roles in them
 SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current picks were made by
 
-# Params of a model's child run, besides every setting as a dotted name (`training.lr`).
-BETA_PARAM, CAPACITY_PARAM, SEED_PARAM = "beta", "capacity", "seed"
+# Params of a model's child run, besides every setting as a dotted name (`training.lr`): its objective's
+# kind and each of that objective's weights under the study's name (`beta`, `gamma`, `c_max`, `lambda_od`).
+OBJECTIVE_PARAM, SEED_PARAM = "objective", "seed"
+LEGACY_BETA_PARAM, LEGACY_CAPACITY_PARAM = "beta", "capacity"  # what runs of earlier releases have instead
 TRIAL_INDEX_PARAM = "trial_index"
 LATENT_DIM_PARAM = "model.latent_dim"
 VERSION_PARAM_PREFIX = "version."  # library versions: `version.torch`, ...

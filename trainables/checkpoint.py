@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainables.trial import Configuration
+
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer.pt"
 
@@ -58,3 +60,14 @@ def check_identity(folder: str | Path, state: dict[str, Any], expected: dict[str
             return ", ".join(f"{k}={v}" for k, v in values.items())
 
         raise ValueError(f"checkpoint {folder} belongs to {shown(saved)}, not to {shown(expected)}")
+
+
+def saved_identity(state: dict[str, Any]) -> dict[str, Any]:
+    """The model a checkpoint's state was saved for: objective, weights and seed.
+
+    Checkpoints of earlier releases name beta and C_max instead of an objective.
+    """
+    if "objective" in state:
+        return {"objective": state["objective"], "weights": state["weights"], "seed": state["seed"]}
+    configuration = Configuration.from_beta_and_capacity(state["beta"], state["capacity_max"])
+    return {"objective": configuration.objective, "weights": dict(configuration.weights), "seed": state["seed"]}

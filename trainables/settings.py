@@ -47,22 +47,33 @@ Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
 Real = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
-FILE_DATASETS: tuple[str, ...] = ("dsprites_file", "npz")  # the datasets read from `path`
+FILE_DATASETS: tuple[str, ...] = ("dsprites_file", "npz", "shapes3d", "mpi3d", "smallnorb", "cars3d")  # read from `path`
+MPI3D_SUBSETS: tuple[str, ...] = ("toy", "realistic", "real", "real_complex")
 
 
 class DataSettings(Strict):
     """Which ground-truth dataset a trial trains and is scored on (see `trainables.data`).
 
     name: `dsprites` (procedural, no file), `dsprites_file` (the original
-    dSprites .npz, or a smaller grid in its format) or `npz` (your own images,
-    factor classes and factor names).
+    dSprites .npz, or a smaller grid in its format), `npz` (your own images,
+    factor classes and factor names), or one of the study's other datasets
+    from the files their authors publish: `shapes3d` (3dshapes.h5),
+    `mpi3d` (an npz; `subset` says which), `smallnorb` (the folder of its
+    six binary matrix files), `cars3d` (the folder of its .mat files).
     """
 
-    name: Literal["dsprites", "dsprites_file", "npz"] = "dsprites"
-    path: str | None = Field(None, description="the dataset file, for dsprites_file and npz")
-    variant: Literal["none", "color", "noisy"] = Field(
-        "none", description="color / noisy dSprites made from single-channel images, as in the reference study"
+    name: Literal["dsprites", "dsprites_file", "npz", "shapes3d", "mpi3d", "smallnorb", "cars3d"] = "dsprites"
+    path: str | None = Field(
+        None, description="the dataset file (for smallnorb and cars3d, its folder); every name but dsprites reads one"
     )
+    subset: Literal[MPI3D_SUBSETS] | None = Field(  # type: ignore[valid-type]
+        None, description="mpi3d only: which MPI3D file `path` is (its factor grid): toy, realistic, real, real_complex"
+    )
+    variant: Literal["none", "color", "noisy", "scream"] = Field(
+        "none",
+        description="color / noisy / scream dSprites made from single-channel images, as in the reference study",
+    )
+    background: str | None = Field(None, description="the scream variant's background image (the reference's: The Scream)")
     ground_truth: tuple[str, ...] | None = Field(
         None, description="the factors the metrics score (default all); the others vary at random"
     )
@@ -72,7 +83,19 @@ class DataSettings(Strict):
         if self.name in FILE_DATASETS and not self.path:
             raise ValueError(f"path: required when name is {self.name!r}")
         if self.name not in FILE_DATASETS and self.path is not None:
-            raise ValueError(f"path: only {' and '.join(FILE_DATASETS)} read a file; {self.name!r} does not")
+            raise ValueError(f"path: only {', '.join(FILE_DATASETS)} read a file; {self.name!r} does not")
+        if (self.name == "mpi3d") != (self.subset is not None):
+            raise ValueError(
+                f"subset: required when name is 'mpi3d' (one of {', '.join(MPI3D_SUBSETS)})"
+                if self.name == "mpi3d"
+                else f"subset: only mpi3d has subsets; {self.name!r} does not"
+            )
+        if (self.variant == "scream") != bool(self.background):
+            raise ValueError(
+                "background: required when variant is 'scream' (an image file, such as the reference's The Scream)"
+                if self.variant == "scream"
+                else f"background: only the scream variant uses a background image; variant is {self.variant!r}"
+            )
         names = self.ground_truth
         if names is not None and (not names or len(set(names)) != len(names)):
             raise ValueError(f"ground_truth: {list(self.ground_truth)} must name distinct factors, at least one")

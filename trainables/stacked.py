@@ -60,11 +60,14 @@ class StackedBetaVAE(nn.Module):
     def param(self, name: str) -> torch.Tensor:
         return self.stack[self._index[name]]
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits (B, S, C, H, W) of images x (B, S, C, H, W) with noise eps (S, B, D); mu, logvar (S, B, D)."""
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, S, C, H, W) of images x (B, S, C, H, W) with noise eps (S, B, D); mu, logvar and the
+        sample z (S, B, D), which objectives such as FactorVAE and beta-TCVAE score."""
         mu, logvar = self.encode(x)
         z = mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
-        return self.decode(z), mu, logvar
+        return self.decode(z), mu, logvar, z
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[0]

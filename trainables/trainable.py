@@ -39,7 +39,7 @@ def train(config: dict[str, Any], stored: StoredImages | None = None) -> None:
     trial = TrialSpec.from_config(config)
     context = ray.get_runtime_context()
     gpu_share = context.get_assigned_resources().get("GPU")
-    trainer = Trainer(settings, trial.beta, trial.capacity, trial.seeds, stored, gpu_share)
+    trainer = Trainer(settings, trial.configuration, trial.seeds, stored, gpu_share)
     checkpoint = tune.get_checkpoint()
     restored: dict[str, int] = {}
     if checkpoint is not None:

@@ -1,5 +1,8 @@
 """The one trainer: S >= 1 models of one configuration, trained as one stacked model.
 
+A configuration is one of the study's objectives with its weights
+(`trainables.objectives`); the trainer calls every objective the same way.
+
 Every trial runs this code, whether it trains one seed or a configuration's
 seeds together (`search.pack_seeds`); a trial of one seed is S = 1, whose
 stack runs plain convolutions (groups = 1). The contract that makes stacking
@@ -35,41 +38,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.checkpoint import WEIGHTS_FILE, check_identity, load_state, load_weights, save_checkpoint
+from trainables import stacked_adam
+from trainables.checkpoint import (
+    WEIGHTS_FILE,
+    check_identity,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    saved_identity,
+)
 from trainables.data import GroundTruthData, StoredImages, make_dataset, unsupported_metrics
 from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
-from trainables.objective import ACTIVE_KL_THRESHOLD, beta_vae_loss, capacity_at
+from trainables.objectives import make_objective
+from trainables.objectives.base import ACTIVE_KL_THRESHOLD
 from trainables.report import TrialReport
 from trainables.runtime import configure_process, resolve_device
 from trainables.settings import DataSettings, TrialSettings
 from trainables.stacked import StackedBetaVAE
-from trainables.trial import model_folder
-
-_MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's per-element state; "step" is one count for every model
+from trainables.trial import Configuration, model_folder
 
 
 class NonFiniteLossError(RuntimeError):
     """Every model of the trial went NaN or infinite; the trial cannot continue."""
 
 
-def model_report(means: list[float], kl_per_latent: list[float], capacity: float) -> dict[str, float]:
-    """One model's report from its means over a window: `means` are loss, recon and kl."""
+def model_report(means: list[float], kl_per_latent: list[float], extra: dict[str, float]) -> dict[str, float]:
+    """One model's report from its means over a window: `means` are loss, recon and kl; `extra` the
+    objective's own terms (`tc`, `capacity`, ...)."""
     report = {
         "loss": means[0],
         "recon": means[1],
         "kl": means[2],
-        "capacity": capacity,
+        **extra,
         "active_latents": float(sum(v > ACTIVE_KL_THRESHOLD for v in kl_per_latent)),
     }
     report.update({f"kl/{i}": v for i, v in enumerate(kl_per_latent)})
     return report
 
 
-def non_finite_reason(step: int, beta: float, capacity_max: float, seed: int, means: list[float]) -> str:
-    """Why a model stopped: its step, its values and its window's means of loss, recon and kl."""
+def non_finite_reason(step: int, configuration: Configuration, seed: int, means: list[float]) -> str:
+    """Why a model stopped: its step, its model and its window's means of loss, recon and kl."""
     return (
-        f"non-finite loss at step {step} (beta={beta}, C_max={capacity_max}, seed={seed}): "
+        f"non-finite loss at step {step} ({configuration.label()} seed={seed}): "
         f"loss={means[0]}, recon={means[1]}, kl={means[2]}"
     )
 
@@ -96,8 +107,7 @@ class Trainer:
     def __init__(
         self,
         settings: TrialSettings,
-        beta: float,
-        capacity: float,
+        configuration: Configuration,
         seeds: Iterable[int],
         stored: StoredImages | None = None,
         gpu_share: float | None = None,
@@ -106,8 +116,7 @@ class Trainer:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"a trial needs distinct seeds, at least one; got {list(self.seeds)}")
         self.settings = settings
-        self.beta = float(beta)
-        self.capacity_max = float(capacity)
+        self.configuration = configuration
         training = settings.training
         self.device = resolve_device(training.device)
         configure_process(self.device, training.threads, gpu_share)
@@ -131,6 +140,10 @@ class Trainer:
         )  # fmt: skip
         # One generator per model for its data and noise: a model's whole randomness, restored from its checkpoint.
         self.generators = [torch.Generator(self.device).manual_seed(seed) for seed in self.seeds]
+        self.objective = make_objective(
+            configuration.objective, dict(configuration.weights), self.seeds, settings.model.latent_dim,
+            self.generators, settings.objective.capacity_steps,
+        )  # fmt: skip
         self.use_amp = training.amp and self.device.type == "cuda"
         self._graphs = training.compile and self.device.type == "cuda"
         self.failed: dict[int, str] = {}  # seed -> reason
@@ -143,11 +156,9 @@ class Trainer:
         size, d = len(self.seeds), self.settings.model.latent_dim
         self._sums = torch.zeros(size, 3, device=self.device)  # loss, recon, kl per model
         self._kl_sums = torch.zeros(size, d, device=self.device)
+        self._extra_sums: dict[str, torch.Tensor] = {}  # the objective's own terms, per model
         self._window_steps = 0
         self._window_start = time.perf_counter()
-
-    def capacity(self) -> float:
-        return capacity_at(self.step, self.capacity_max, self.settings.objective.capacity_steps)
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's images (B, S, C, H, W) and noise (S, B, D), each model's from its generator.
@@ -173,17 +184,19 @@ class Trainer:
         if self._graphs:  # a new iteration: the last step's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits, mu, logvar = self._step_model(x, eps)
-        terms = beta_vae_loss(logits, x, mu, logvar, self.beta, self.capacity())
+            logits, mu, logvar, z = self._step_model(x, eps)
+        terms = self.objective.terms(x, logits, mu, logvar, z, self.step)  # float32, outside autocast
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.sum().backward()
         if len(self._frozen):
-            for p in self.stacked.parameters():
-                p.grad.index_fill_(0, self._frozen, 0.0)  # NaN gradients included
+            stacked_adam.zero_gradients(self.stacked.parameters(), self._frozen)  # NaN gradients included
         self.optimizer.step()
+        self.objective.update(terms)  # after the VAE's backward: FactorVAE's discriminator step
         with torch.no_grad():
             self._sums += torch.stack((terms.loss, terms.recon, terms.kl), dim=1).detach()
             self._kl_sums += terms.kl_per_latent.detach()
+            for name, value in terms.extra.items():
+                self._extra_sums[name] = self._extra_sums.get(name, 0) + value.detach()
         self._window_steps += 1
         self.step += 1
 
@@ -201,6 +214,7 @@ class Trainer:
         n = max(self._window_steps, 1)
         means = (self._sums / n).cpu().tolist()
         per_latent = (self._kl_sums / n).cpu().tolist()
+        extra = {name: (value / n).cpu().tolist() for name, value in self._extra_sums.items()}
         elapsed = time.perf_counter() - self._window_start
         images = self._window_steps * self.settings.training.batch_size * len(self.seeds)
         models: dict[int, dict[str, float]] = {}
@@ -208,10 +222,11 @@ class Trainer:
         for i, seed in enumerate(self.seeds):
             if seed in self.failed:
                 continue
-            if all(math.isfinite(v) for v in means[i] + per_latent[i]):
-                models[seed] = model_report(means[i], per_latent[i], self.capacity())
+            own = {name: values[i] for name, values in extra.items()}
+            if all(math.isfinite(v) for v in means[i] + per_latent[i] + list(own.values())):
+                models[seed] = model_report(means[i], per_latent[i], own)
             else:
-                self.failed[seed] = non_finite_reason(self.step, self.beta, self.capacity_max, seed, means[i])
+                self.failed[seed] = non_finite_reason(self.step, self.configuration, seed, means[i])
                 newly_failed = True
         if newly_failed:
             self._freeze_failed()
@@ -225,10 +240,8 @@ class Trainer:
         """Stop the failed models' slices: no gradient, and no Adam moments left to move them."""
         index = [i for i, seed in enumerate(self.seeds) if seed in self.failed]
         self._frozen = torch.tensor(index, dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            for state in self.optimizer.state.values():
-                for key in _MOMENTS:
-                    state[key].index_fill_(0, self._frozen, 0.0)
+        stacked_adam.clear_moments(self.optimizer, self._frozen)
+        self.objective.freeze(index)
 
     # -- one model of the stack -----------------------------------------------------------
     def alive(self) -> list[int]:
@@ -249,18 +262,21 @@ class Trainer:
         return evaluate(self.model(seed), self.dataset, self.settings.eval, self.eval_rng(seed))
 
     # -- checkpoints ----------------------------------------------------------------------
-    def _identity(self, seed: int) -> dict[str, float | int]:
-        return {"beta": self.beta, "capacity_max": self.capacity_max, "seed": seed}
+    def _identity(self, seed: int) -> dict[str, Any]:
+        configuration = self.configuration
+        return {"objective": configuration.objective, "weights": dict(configuration.weights), "seed": seed}
 
     def save(self, folder: str | Path) -> None:
-        """One checkpoint per model, in `model_folder(seed)`."""
+        """One checkpoint per model, in `model_folder(seed)`; the objective's own state (FactorVAE's
+        discriminator) beside the model's, never in its weights file, which export ships."""
         optimizer = self.optimizer.state_dict()
         for i, seed in enumerate(self.seeds):
             state = {
                 "step": self.step,
                 **self._identity(seed),
-                "optimizer": _model_optimizer_state(optimizer, i),
+                "optimizer": stacked_adam.model_state(optimizer, i),
                 "rng": self.generators[i].get_state(),
+                "objective_state": self.objective.model_state(i),
             }
             if seed in self.failed:
                 state["failed"] = self.failed[seed]
@@ -288,38 +304,17 @@ class Trainer:
         folders = self.model_folders(Path(folder))
         states = [load_state(f) for f in folders]
         for seed, state, where in zip(self.seeds, states, folders):
-            check_identity(where, state, self._identity(seed))
+            check_identity(where, saved_identity(state), self._identity(seed))
         steps = {int(state["step"]) for state in states}
         if len(steps) != 1:
             raise ValueError(f"checkpoint {folder}: its models were saved at different steps {sorted(steps)}")
         for i, where in enumerate(folders):
             self.stacked.load_model(i, load_weights(where, self.device))
             self.generators[i].set_state(states[i]["rng"])
-        self.optimizer.load_state_dict(_stacked_optimizer_state([s["optimizer"] for s in states]))
+        self.optimizer.load_state_dict(stacked_adam.stacked_state([s["optimizer"] for s in states]))
+        self.objective.load_model_states([s.get("objective_state", {}) for s in states])
         self.failed = {seed: state["failed"] for seed, state in zip(self.seeds, states) if "failed" in state}
         if self.failed:
             self._freeze_failed()
         self.step = steps.pop()
         self._reset_window()
-
-
-def _model_optimizer_state(stacked: dict[str, Any], i: int) -> dict[str, Any]:
-    """Model i's part of the stack's Adam state, in the format of torch's Adam over that model alone."""
-    state = {
-        k: {key: (value if key == "step" else value[i].clone()) for key, value in entry.items()}
-        for k, entry in stacked["state"].items()
-    }
-    return {"state": state, "param_groups": stacked["param_groups"]}
-
-
-def _stacked_optimizer_state(models: list[dict[str, Any]]) -> dict[str, Any]:
-    """The stack's Adam state from its models' states (inverse of `_model_optimizer_state`)."""
-    first = models[0]
-    state = {
-        k: {
-            key: (value if key == "step" else torch.stack([m["state"][k][key] for m in models]))
-            for key, value in entry.items()
-        }
-        for k, entry in first["state"].items()
-    }
-    return {"state": state, "param_groups": first["param_groups"]}

@@ -1,7 +1,8 @@
 """What a trial trains, read once from the config dict Ray Tune hands it.
 
-Tune's config is an untyped dict: the searched values (`beta`, `capacity`),
-the seeds the trial trains (a configuration's seeds together, as
+Tune's config is an untyped dict: the configuration (the objective's kind and
+its weights, as `objective` and `weights`; or `beta` and `capacity` in the
+trials of earlier releases), the seeds the trial trains (a configuration's seeds together, as
 `pack_seeds`; or one seed, as the repeat index that a grid or Optuna's
 Repeater sets), and the fixed `settings`. Every reader (the trainable, the
 tracking callback, progress lines, `sweeper status`) goes through
@@ -56,22 +57,51 @@ def model_folder(seed: int) -> str:
     return f"seed={seed}"
 
 
-def configuration_label(beta: float, capacity: float) -> str:
-    """The one name of a configuration (its seeds aside)."""
-    return f"beta={beta:.4g} C={capacity:.4g}"
+OBJECTIVE_KEY = "objective"  # the objective's kind, in a trial's config
+WEIGHTS_KEY = "weights"  # its weights, by the study's names
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What the models of one configuration share: an objective and its weights (the seed aside).
+
+    `weights` keep the order the sweep gave them, by the study's names
+    (`beta`, `gamma`, `c_max`, `lambda_od`; see `trainables.objectives`).
+    """
+
+    objective: str
+    weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def of(cls, objective: str, weights: Mapping[str, float]) -> Configuration:
+        return cls(objective, tuple((name, float(value)) for name, value in weights.items()))
+
+    @classmethod
+    def from_beta_and_capacity(cls, beta: float, capacity: float) -> Configuration:
+        """A configuration of earlier releases, which trained recon + beta * |KL - C(t)|: the beta-VAE
+        for C_max = 0 (KL >= 0), else the AnnealedVAE with gamma = beta."""
+        if float(capacity) == 0:
+            return cls.of("beta_vae", {"beta": beta})
+        return cls.of("annealed_vae", {"gamma": beta, "c_max": capacity})
+
+    def weight(self, name: str) -> float | None:
+        return dict(self.weights).get(name)
+
+    def label(self) -> str:
+        """The one name of a configuration: `beta_vae beta=4`, `annealed_vae gamma=1000 c_max=25`."""
+        return " ".join([self.objective, *(f"{name}={value:.4g}" for name, value in self.weights)])
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: its searched values and its seed."""
+    """One model: its configuration and its seed."""
 
-    beta: float
-    capacity: float
+    configuration: Configuration
     seed: int
 
     def label(self) -> str:
         """The one name of a model, in run names, progress lines and reports."""
-        return f"{configuration_label(self.beta, self.capacity)} seed={self.seed}"
+        return f"{self.configuration.label()} seed={self.seed}"
 
     def file_stem(self) -> str:
         """The label as a file or folder name."""
@@ -82,27 +112,29 @@ class ModelSpec:
 class TrialSpec:
     """A Tune trial: the seeds of one configuration, trained as one stacked model (one seed or several)."""
 
-    beta: float
-    capacity: float
+    configuration: Configuration
     seeds: tuple[int, ...]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrialSpec:
-        beta, capacity = float(config["beta"]), float(config["capacity"])
+        if OBJECTIVE_KEY in config:
+            configuration = Configuration.of(str(config[OBJECTIVE_KEY]), config[WEIGHTS_KEY])
+        else:
+            configuration = Configuration.from_beta_and_capacity(float(config["beta"]), float(config["capacity"]))
         if PACK_SEEDS in config:
-            return cls(beta, capacity, tuple(int(s) for s in config[PACK_SEEDS]))
+            return cls(configuration, tuple(int(s) for s in config[PACK_SEEDS]))
         settings = config["settings"]
         offset = settings["training"]["seed_offset"] if isinstance(settings, Mapping) else settings.training.seed_offset
-        return cls(beta, capacity, (seed_of(int(offset), int(config.get(TRIAL_INDEX, 0))),))
+        return cls(configuration, (seed_of(int(offset), int(config.get(TRIAL_INDEX, 0))),))
 
     def models(self) -> list[ModelSpec]:
-        return [ModelSpec(self.beta, self.capacity, seed) for seed in self.seeds]
+        return [ModelSpec(self.configuration, seed) for seed in self.seeds]
 
     def label(self) -> str:
         """A model's label for a trial of one seed; the configuration and its seeds for several."""
         if len(self.seeds) == 1:
             return self.models()[0].label()
-        return f"{configuration_label(self.beta, self.capacity)} seeds={self.seed_span()}"
+        return f"{self.configuration.label()} seeds={self.seed_span()}"
 
     def seed_span(self) -> str:
         """`3`, `0-4` for a contiguous pack, else the seeds listed."""

@@ -16,7 +16,7 @@ from trainables.checkpoint import WEIGHTS_FILE, load_weights
 from trainables.data import ProceduralDSprites
 from trainables.evaluate import encode_observations
 from trainables.model import BetaVAE, model_sizes
-from trainables.objective import kl_per_latent
+from trainables.objectives.base import gaussian_kl_per_latent
 
 OBSERVATIONS = 1000  # the UDR reference's shared set size
 OBSERVATION_SEED = 0
@@ -58,7 +58,7 @@ def encode(model: BetaVAE, observations: torch.Tensor) -> tuple[np.ndarray, np.n
     if observations.shape[1] == 1 and channels != 1:
         observations = observations.expand(-1, channels, -1, -1)
     mu, logvar = encode_observations(model, observations)
-    return mu, kl_per_latent(torch.from_numpy(mu), torch.from_numpy(logvar)).numpy()
+    return mu, gaussian_kl_per_latent(torch.from_numpy(mu), torch.from_numpy(logvar)).numpy()
 
 
 def decode(model: BetaVAE, codes: np.ndarray) -> np.ndarray:

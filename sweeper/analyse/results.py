@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 from sweeper.errors import EnvironmentProblem
 from sweeper.record import SweepRecord, find_sweep
 from sweeper.tags import (
-    BETA_PARAM,
-    CAPACITY_PARAM,
+    LEGACY_BETA_PARAM,
+    LEGACY_CAPACITY_PARAM,
     CHECKPOINT_TAG,
     ERROR_TAG,
     LATENT_DIM_PARAM,
@@ -157,8 +157,8 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
         rows["run_name"].append(run.info.run_name)
         rows["trial_id"].append(tags.get(TRIAL_TAG))
         rows["status"].append(run.info.status)
-        rows["beta"].append(_float(params.get(BETA_PARAM)))
-        rows["capacity"].append(_float(params.get(CAPACITY_PARAM)))
+        rows["beta"].append(_float(params.get(LEGACY_BETA_PARAM)))
+        rows["capacity"].append(_float(params.get(LEGACY_CAPACITY_PARAM)))
         rows["seed"].append(_int(params.get(SEED_PARAM)))
         rows["latent_dim"].append(_int(params.get(LATENT_DIM_PARAM)))
         rows["checkpoint"].append(tags.get(CHECKPOINT_TAG))

@@ -27,7 +27,7 @@ from sweeper.analyse.checkpoints import (
 from sweeper.analyse.results import row_label
 from sweeper.analyse.selection import UDR, configurations, finished
 from trainables.metrics.udr import udr_scores
-from trainables.objective import (
+from trainables.objectives.base import (
     ACTIVE_KL_THRESHOLD as KL_THRESHOLD,  # the trials count active latents by it
 )
 from trainables.trial import configuration_label

@@ -73,18 +73,24 @@ def _storage_problem(storage: Path) -> str | None:
 
 
 def _usable_data(data: DataSettings) -> tuple[DataSettings, str | None]:
-    """The data settings with an absolute file path, and what is wrong with the file as far as its
-    headers go; its content is checked when the sweep reads it (sweeper.run.datasets)."""
+    """The data settings with the data path (a file, or a folder for smallnorb and cars3d) and the
+    scream variant's background made absolute, and what is wrong with them as far as their headers go;
+    the dataset's content is checked when the sweep reads it (sweeper.run.datasets)."""
     from trainables.data import DataError, check_settings
 
-    if data.path is not None:
-        path = Path(data.path).expanduser()
-        if not path.is_file():
+    for key in ("path", "background"):
+        value = getattr(data, key)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            return data, f"data.path = {shown(data.path)}: no such file{where}"
-        data = data.model_copy(update={"path": str(path.resolve())})
+            return data, f"data.{key} = {shown(value)}: no such file{where}"
+        data = data.model_copy(update={key: str(path.resolve())})
     try:
         check_settings(data)
     except DataError as exc:
-        return data, f"data.{'path' if data.path is not None else 'ground_truth'}: {exc}"
+        about_background = data.background is not None and str(exc).startswith(data.background)
+        key = "background" if about_background else "path" if data.path is not None else "ground_truth"
+        return data, f"data.{key}: {exc}"
     return data, None

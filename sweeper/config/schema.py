@@ -261,6 +261,7 @@ class SweepConfig(Strict):
     @classmethod
     def _no_credentials_in_data_path(cls, data: DataSettings) -> DataSettings:
         refuse_credentials(data.path, "data.path")
+        refuse_credentials(data.background, "data.background")
         return data
 
     @field_validator("eval")

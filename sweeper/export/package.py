@@ -215,8 +215,12 @@ def data_record(settings: DataSettings, channels: int) -> dict[str, Any]:
     else:
         kinds = {"dsprites_file": "a dSprites file", "npz": "an own dataset file (images, factor classes, names)"}
         spec.update(kind=kinds.get(dataset, dataset), path=settings.path)
+    if settings.subset is not None:
+        spec.update(subset=settings.subset, kind=f"{spec['kind']} {settings.subset}")
     if variant != "none":
         spec.update(variant=variant, kind=f"{spec['kind']}, {variant} variant")
+    if settings.background is not None:
+        spec["background"] = settings.background
     if ground_truth is not None:
         spec["ground_truth"] = list(ground_truth)
         spec["kind"] += f", ground truth {', '.join(spec['ground_truth'])}"

@@ -8,7 +8,7 @@ packed images then go to the object store with `tune.with_parameters`: one
 gets the same shared-memory object (a trial on another node pulls one copy
 to its node's store), and numpy arrays come back from `ray.get` as zero-copy
 read-only views, so four concurrent trials hold the images once, not four
-times.
+times. `node_bytes` says, from the file's headers alone, how much that is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ray import tune
 
 from sweeper.config import SweepConfig
 from sweeper.errors import ConfigError
-from trainables.data import DataError, load_stored, make_dataset, unsupported_metrics
+from trainables.data import DataError, load_stored, make_dataset, stored_bytes, unsupported_metrics
 
 
 def with_dataset(trainable: Callable[..., Any], config: SweepConfig) -> Callable[..., Any]:
@@ -35,3 +35,12 @@ def with_dataset(trainable: Callable[..., Any], config: SweepConfig) -> Callable
     if problem:
         raise ConfigError(f"eval.metrics: {problem}")
     return tune.with_parameters(trainable, stored=stored)
+
+
+def node_bytes(config: SweepConfig) -> int:
+    """Bytes of the sweep's dataset that every node running its trials holds in Ray's object store, from
+    the file's headers alone (0 for procedural dSprites): what a node needs free before a trial starts."""
+    try:
+        return stored_bytes(config.data)
+    except DataError as exc:
+        raise ConfigError(f"data: {exc}") from None

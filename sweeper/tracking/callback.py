@@ -37,10 +37,9 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper import object_store
 from sweeper.tags import (
-    BETA_PARAM,
-    CAPACITY_PARAM,
     CHECKPOINT_TAG,
     ERROR_TAG,
+    OBJECTIVE_PARAM,
     PARENT_TAG,
     PLACEMENT_TAGS,
     ROLE_TAG,
@@ -151,8 +150,8 @@ class MLflowTrialCallback(Callback):
                 SEED_TAG: str(model.seed),
             }
             params = {
-                BETA_PARAM: str(trial.config["beta"]),
-                CAPACITY_PARAM: str(trial.config["capacity"]),
+                OBJECTIVE_PARAM: model.configuration.objective,
+                **{name: str(value) for name, value in model.configuration.weights},
                 SEED_PARAM: str(model.seed),
                 TRIAL_INDEX_PARAM: str(index),
                 **flatten("", trial.config["settings"]),

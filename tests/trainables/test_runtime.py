@@ -16,9 +16,10 @@ _FAULTS_SCRIPT = """
 import json, resource, sys
 from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
+from trainables.trial import Configuration
 batch, models = int(sys.argv[1]), int(sys.argv[2])
 settings = TrialSettings.model_validate({"training": {"batch_size": batch, "threads": 1}})
-trainer = Trainer(settings, 4.0, 0.0, range(models))
+trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 4.0}), range(models))
 trainer.train(2)  # the heap grows to the step's peak (Adam's state appears at the first step)
 faults = []
 for _ in range(5):

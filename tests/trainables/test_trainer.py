@@ -7,6 +7,7 @@ from trainables.checkpoint import save_checkpoint
 from trainables.model import BetaVAE
 from trainables.settings import TrialSettings
 from trainables.trainer import NonFiniteLossError, Trainer
+from trainables.trial import Configuration
 
 SETTINGS = TrialSettings.model_validate(
     {"training": {"steps": 40, "batch_size": 16, "threads": 1}, "objective": {"capacity_steps": 20}}
@@ -18,7 +19,7 @@ def weights(trainer: Trainer) -> list[torch.Tensor]:
 
 
 def test_report_carries_every_training_quantity():
-    trainer = Trainer(SETTINGS, beta=4.0, capacity=10.0, seeds=(0,))
+    trainer = Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 10.0}), seeds=(0,))
     trial = trainer.train(10)
     report = trial.models[0]
     assert trainer.step == 10 and trial.images_per_sec > 0
@@ -26,11 +27,11 @@ def test_report_carries_every_training_quantity():
         assert math.isfinite(report[key])
     assert [f"kl/{i}" for i in range(10)] == [k for k in report if k.startswith("kl/")]
     assert report["kl"] == pytest.approx(sum(report[f"kl/{i}"] for i in range(10)), rel=1e-4)
-    assert report["capacity"] == pytest.approx(10.0 * 10 / 20)
+    assert report["capacity"] == pytest.approx(10.0 * 4.5 / 20)  # C(t) over steps 0..9, a window mean like the loss
 
 
 def test_same_seed_same_training_different_seed_different_training():
-    a, b, c = (Trainer(SETTINGS, 4.0, 0.0, (seed,)) for seed in (1, 1, 2))
+    a, b, c = (Trainer(SETTINGS, Configuration.of("beta_vae", {"beta": 4.0}), (seed,)) for seed in (1, 1, 2))
     for t in (a, b, c):
         t.train(5)
     assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
@@ -38,12 +39,12 @@ def test_same_seed_same_training_different_seed_different_training():
 
 
 def test_resumed_trainer_continues_at_the_same_step_with_the_same_weights(tmp_path):
-    straight = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
+    straight = Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(3,))
     straight.train(12)
     straight.save(tmp_path)
     straight.train(8)
 
-    resumed = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
+    resumed = Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(3,))
     resumed.load(tmp_path)
     assert resumed.step == 12
     resumed.train(8)
@@ -52,13 +53,13 @@ def test_resumed_trainer_continues_at_the_same_step_with_the_same_weights(tmp_pa
 
 
 def test_checkpoint_of_another_trial_is_refused(tmp_path):
-    Trainer(SETTINGS, 4.0, 5.0, seeds=(3,)).save(tmp_path)
-    with pytest.raises(ValueError, match="belongs to beta=4.0"):
-        Trainer(SETTINGS, 8.0, 5.0, seeds=(3,)).load(tmp_path)
+    Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(3,)).save(tmp_path)
+    with pytest.raises(ValueError, match="belongs to objective=annealed_vae, weights={.gamma.: 4.0, .c_max.: 5.0}"):
+        Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 8.0, "c_max": 5.0}), seeds=(3,)).load(tmp_path)
 
 
 def test_non_finite_loss_ends_training_with_a_message():
-    trainer = Trainer(SETTINGS, 4.0, 0.0, seeds=(0,))
+    trainer = Trainer(SETTINGS, Configuration.of("beta_vae", {"beta": 4.0}), seeds=(0,))
     with torch.no_grad():
         trainer.stacked.param("decoder.deconv.6.bias").fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 2"):
@@ -80,7 +81,7 @@ def test_a_one_model_checkpoint_of_the_earlier_layout_resumes(tmp_path):
     state = {"step": 7, "beta": 4.0, "capacity_max": 5.0, "seed": 3, "optimizer": adam.state_dict(), "rng": rng.get_state()}
     save_checkpoint(tmp_path, model.state_dict(), state)
 
-    trainer = Trainer(SETTINGS, 4.0, 5.0, seeds=(3,))
+    trainer = Trainer(SETTINGS, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(3,))
     trainer.load(tmp_path)
     assert trainer.step == 7
     for name, value in model.state_dict().items():

@@ -20,7 +20,7 @@ from trainables.evaluate import evaluate
 from trainables.model import BetaVAE
 from trainables.settings import EvalSettings, TrialSettings
 from trainables.trainer import Trainer
-from trainables.trial import model_folder
+from trainables.trial import Configuration, model_folder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -74,7 +74,7 @@ def poison(trainer: Trainer, seed: int) -> None:
 def test_a_training_step_never_waits_on_the_host(data, seeds, failed, request):
     if data == "partial_npz":
         data = {"name": "npz", "path": str(request.getfixturevalue("partial_npz"))}
-    trainer = Trainer(gpu_settings(**data), beta=4.0, capacity=5.0, seeds=seeds)
+    trainer = Trainer(gpu_settings(**data), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=seeds)
     trainer.train(3)  # first steps: cuDNN autotuning and allocator warm-up may synchronise
     if failed:
         poison(trainer, seeds[1])
@@ -95,7 +95,7 @@ def test_a_training_step_never_waits_on_the_host(data, seeds, failed, request):
 def test_a_trial_trains_on_the_gpu_in_bfloat16_and_keeps_float32_weights(seeds):
     seen: list[torch.dtype] = []
     for amp in (True, False):
-        trainer = Trainer(gpu_settings({"amp": amp}), beta=4.0, capacity=0.0, seeds=seeds)
+        trainer = Trainer(gpu_settings({"amp": amp}), Configuration.of("beta_vae", {"beta": 4.0}), seeds=seeds)
         hook = trainer.stacked.register_forward_hook(lambda m, i, out: seen.append(out[0].dtype))
         report = trainer.train(2)
         hook.remove()
@@ -111,7 +111,7 @@ from trainables.settings import TrialSettings
 from trainables.trainer import Trainer
 models = int(sys.argv[1])
 settings = TrialSettings.model_validate({"training": {"batch_size": 64, "device": "cuda"}})
-trainer = Trainer(settings, beta=4.0, capacity=0.0, seeds=range(models), gpu_share=0.25)
+trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 4.0}), seeds=range(models), gpu_share=0.25)
 trainer.train(2)
 total = torch.cuda.get_device_properties(0).total_memory
 small = torch.empty(int(0.1 * total), dtype=torch.uint8, device="cuda")
@@ -135,11 +135,11 @@ def test_a_quarter_gpu_trial_cannot_take_more_than_a_quarter_of_the_memory(model
 
 
 def test_a_gpu_trial_resumes_from_its_checkpoint_and_its_weights_load_on_the_cpu(tmp_path):
-    straight = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(2,))
+    straight = Trainer(gpu_settings(), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(2,))
     straight.train(5)
     straight.save(tmp_path)
     straight.train(5)
-    resumed = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(2,))
+    resumed = Trainer(gpu_settings(), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(2,))
     resumed.load(tmp_path)
     assert resumed.optimizer.state_dict()["state"][0]["exp_avg"].device.type == "cuda"
     resumed.train(5)
@@ -152,7 +152,7 @@ def test_a_gpu_trial_resumes_from_its_checkpoint_and_its_weights_load_on_the_cpu
 
 
 def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
-    trainer = Trainer(gpu_settings(), beta=4.0, capacity=0.0, seeds=(1,))
+    trainer = Trainer(gpu_settings(), Configuration.of("beta_vae", {"beta": 4.0}), seeds=(1,))
     trainer.train(50)
     settings = EvalSettings(preset="fast", metrics=("mig", "sap", "unsupervised"))
     on_gpu = evaluate(trainer.model(1), trainer.dataset, settings, np.random.default_rng(0))
@@ -163,24 +163,24 @@ def test_scores_of_a_model_evaluated_on_the_gpu_match_the_cpu():
 
 
 def test_a_pack_on_the_gpu_starts_as_its_trials_of_one_model():
-    pack = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=SEEDS)
+    pack = Trainer(gpu_settings(), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=SEEDS)
     first = pack.train(1)
     for seed in SEEDS:
-        alone = Trainer(gpu_settings(), beta=4.0, capacity=5.0, seeds=(seed,)).train(1)
+        alone = Trainer(gpu_settings(), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=(seed,)).train(1)
         assert first.models[seed]["loss"] == pytest.approx(alone.models[seed]["loss"], rel=1e-3)
 
 
 @pytest.mark.parametrize("seeds", [(3,), SEEDS], ids=["one", "pack"])
 def test_a_compiled_trial_trains_like_the_plain_one_and_checkpoints_plain_models(tmp_path, seeds):
-    plain = Trainer(gpu_settings({"compile": False}), beta=4.0, capacity=5.0, seeds=seeds)
-    compiled = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=seeds)
+    plain = Trainer(gpu_settings({"compile": False}), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=seeds)
+    compiled = Trainer(gpu_settings({"compile": True}), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=seeds)
     expected, got = plain.train(20), compiled.train(20)
     for seed in seeds:
         assert got.models[seed]["loss"] == pytest.approx(expected.models[seed]["loss"], rel=0.01)
     compiled.save(tmp_path)
     on_cpu = load_weights(tmp_path / model_folder(seeds[0]), "cpu")
     BetaVAE(10).load_state_dict(on_cpu)  # a plain model, readable without a GPU
-    resumed = Trainer(gpu_settings({"compile": True}), beta=4.0, capacity=5.0, seeds=seeds)
+    resumed = Trainer(gpu_settings({"compile": True}), Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), seeds=seeds)
     resumed.load(tmp_path)
     report = resumed.train(5)
     assert resumed.step == 25 and all(np.isfinite(m["loss"]) for m in report.models.values())

@@ -13,7 +13,7 @@ import torch
 from trainables.evaluate import evaluate
 from trainables.settings import TrialSettings
 from trainables.trainer import NonFiniteLossError, Trainer
-from trainables.trial import model_folder
+from trainables.trial import Configuration, model_folder
 
 SEEDS = (3, 7, 11)
 
@@ -30,7 +30,8 @@ def settings(batch: int = 8, **data) -> TrialSettings:
 
 
 def pack_and_singles(s: TrialSettings, beta: float = 4.0, capacity: float = 5.0) -> tuple[Trainer, list[Trainer]]:
-    return Trainer(s, beta, capacity, SEEDS), [Trainer(s, beta, capacity, (seed,)) for seed in SEEDS]
+    configuration = Configuration.from_beta_and_capacity(beta, capacity)
+    return Trainer(s, configuration, SEEDS), [Trainer(s, configuration, (seed,)) for seed in SEEDS]
 
 
 def slice_weights(pack: Trainer, seed: int) -> dict[str, torch.Tensor]:
@@ -110,10 +111,10 @@ def scores(evaluation: dict[str, float]) -> dict[str, float]:
 
 def test_a_packs_evaluation_of_a_model_is_the_single_evaluation_of_its_weights():
     s = settings()
-    pack = Trainer(s, 4.0, 0.0, SEEDS)
+    pack = Trainer(s, Configuration.of("beta_vae", {"beta": 4.0}), SEEDS)
     pack.train(20)
     seed = SEEDS[1]
-    single = Trainer(s, 4.0, 0.0, (seed,))
+    single = Trainer(s, Configuration.of("beta_vae", {"beta": 4.0}), (seed,))
     single.stacked.load_model(0, slice_weights(pack, seed))
     single.step = pack.step
     expected = scores(evaluate(pack.model(seed), pack.dataset, s.eval, np.random.default_rng([seed, pack.step])))
@@ -128,12 +129,12 @@ def poison(pack: Trainer, seed: int) -> None:
 
 
 def test_a_model_whose_loss_goes_non_finite_fails_alone():
-    pack = Trainer(settings(), 4.0, 0.0, SEEDS)
+    pack = Trainer(settings(), Configuration.of("beta_vae", {"beta": 4.0}), SEEDS)
     pack.train(2)
     poison(pack, SEEDS[1])
     report = pack.train(2)
     assert list(report.failed) == [SEEDS[1]]
-    assert report.failed[SEEDS[1]].startswith("non-finite loss at step 4 (beta=4.0, C_max=0.0, seed=7)")
+    assert report.failed[SEEDS[1]].startswith("non-finite loss at step 4 (beta_vae beta=4 seed=7)")
     assert sorted(report.models) == [SEEDS[0], SEEDS[2]]
     assert all(math.isfinite(v) for m in report.models.values() for v in m.values())
     assert pack.alive() == [SEEDS[0], SEEDS[2]]
@@ -153,7 +154,7 @@ def test_a_model_whose_loss_goes_non_finite_fails_alone():
 
 def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_path):
     s = settings()
-    straight = Trainer(s, 4.0, 5.0, SEEDS)
+    straight = Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), SEEDS)
     straight.train(4)
     poison(straight, SEEDS[0])
     straight.train(2)
@@ -161,7 +162,7 @@ def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_folder(seed) for seed in SEEDS)
     straight.train(5)
 
-    resumed = Trainer(s, 4.0, 5.0, SEEDS)
+    resumed = Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), SEEDS)
     resumed.load(tmp_path)
     assert resumed.step == 6 and resumed.failed == straight.failed
     resumed.train(5)
@@ -174,23 +175,72 @@ def test_a_resumed_pack_continues_exactly_and_keeps_a_failed_model_frozen(tmp_pa
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     s = settings()
-    Trainer(s, 4.0, 5.0, SEEDS).save(tmp_path)
-    with pytest.raises(ValueError, match="belongs to beta=4.0"):
-        Trainer(s, 8.0, 5.0, SEEDS).load(tmp_path)
+    Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), SEEDS).save(tmp_path)
+    with pytest.raises(ValueError, match="belongs to objective=annealed_vae, weights={.gamma.: 4.0, .c_max.: 5.0}"):
+        Trainer(s, Configuration.of("annealed_vae", {"gamma": 8.0, "c_max": 5.0}), SEEDS).load(tmp_path)
     with pytest.raises(ValueError, match=r"holds the models \['seed=11', 'seed=3', 'seed=7'\], not this trial's"):
-        Trainer(s, 4.0, 5.0, SEEDS[:2]).load(tmp_path)
+        Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), SEEDS[:2]).load(tmp_path)
 
 
 def test_a_models_folder_is_a_single_trial_checkpoint(tmp_path):
     s = settings()
-    pack = Trainer(s, 4.0, 5.0, SEEDS)
+    pack = Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), SEEDS)
     pack.train(5)
     pack.save(tmp_path)
     seed = SEEDS[2]
-    single = Trainer(s, 4.0, 5.0, (seed,))
+    single = Trainer(s, Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), (seed,))
     single.load(tmp_path / model_folder(seed))
     assert single.step == 5
     assert_weights(single_weights(single), slice_weights(pack, seed), rtol=0, atol=0)
     pack.train(5)
     single.train(5)  # its Adam moments and generator went with it: it continues as the pack's model
     assert_weights(single_weights(single), slice_weights(pack, seed), rtol=1e-4, atol=1e-5)
+
+
+STUDY_OBJECTIVES = [
+    Configuration.of("beta_vae", {"beta": 4.0}),
+    Configuration.of("annealed_vae", {"gamma": 1000.0, "c_max": 5.0}),
+    Configuration.of("factor_vae", {"gamma": 10.0}),
+    Configuration.of("dip_vae_i", {"lambda_od": 5.0}),
+    Configuration.of("dip_vae_ii", {"lambda_od": 5.0}),
+    Configuration.of("beta_tcvae", {"beta": 6.0}),
+]
+
+
+@pytest.mark.parametrize("configuration", STUDY_OBJECTIVES, ids=lambda c: c.objective)
+def test_every_objective_stacks_as_its_trials_of_one_model_and_a_failed_model_stops_alone(configuration):
+    s = settings(batch=8)
+    pack = Trainer(s, configuration, SEEDS)
+    singles = [Trainer(s, configuration, (seed,)) for seed in SEEDS]
+    pack_grads = gradients_before_step(pack.optimizer)
+    report = pack.train(1)
+    for i, trainer in enumerate(singles):
+        grads = gradients_before_step(trainer.optimizer)
+        single = trainer.train(1).models[trainer.seeds[0]]
+        assert report.models[trainer.seeds[0]].keys() == single.keys()
+        for key, value in single.items():
+            assert report.models[trainer.seeds[0]][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        for stacked, own in zip(pack_grads[0], grads[0]):
+            torch.testing.assert_close(stacked[i], own[0], rtol=1e-3, atol=1e-5)
+    poison(pack, SEEDS[0])
+    report = pack.train(2)
+    assert list(report.failed) == [SEEDS[0]] and sorted(report.models) == sorted(SEEDS[1:])
+    for trainer in singles[1:]:
+        trainer.train(2)
+        assert_weights(slice_weights(pack, trainer.seeds[0]), single_weights(trainer), rtol=1e-3, atol=1e-5)
+
+
+def test_a_factor_vae_trial_resumes_with_its_discriminators(tmp_path):
+    s = settings(batch=8)
+    configuration = Configuration.of("factor_vae", {"gamma": 10.0})
+    straight = Trainer(s, configuration, SEEDS)
+    straight.train(3)
+    straight.save(tmp_path)
+    straight.train(3)
+    resumed = Trainer(s, configuration, SEEDS)
+    resumed.load(tmp_path)
+    resumed.train(3)
+    for seed in SEEDS:
+        assert_weights(slice_weights(resumed, seed), slice_weights(straight, seed), rtol=0, atol=0)
+    for a, b in zip(resumed.objective.discriminator.parameters(), straight.objective.discriminator.parameters()):
+        assert torch.equal(a, b)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from ray.tune.search.repeater import TRIAL_INDEX as RAY_TRIAL_INDEX
 
 from trainables.settings import TrialSettings
-from trainables.trial import PACK_SEEDS, TRIAL_INDEX, ModelSpec, TrialSpec, safe_name
+from trainables.trial import (
+    OBJECTIVE_KEY,
+    PACK_SEEDS,
+    TRIAL_INDEX,
+    WEIGHTS_KEY,
+    Configuration,
+    ModelSpec,
+    TrialSpec,
+    safe_name,
+)
 
 
 def _config(**extra):
@@ -20,8 +29,8 @@ def test_trial_index_is_rays_own_key():
 
 def test_single_trial_seed_is_offset_plus_repeat_index():
     spec = TrialSpec.from_config(_config(**{TRIAL_INDEX: 2}))
-    assert (spec.beta, spec.capacity, spec.seeds) == (4.0, 25.0, (12,))
-    assert spec.label() == "beta=4 C=25 seed=12"
+    assert (spec.configuration, spec.seeds) == (Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 25.0}), (12,))
+    assert spec.label() == "annealed_vae gamma=4 c_max=25 seed=12"
 
 
 def test_settings_model_gives_the_same_seed_as_its_dict():
@@ -33,16 +42,32 @@ def test_settings_model_gives_the_same_seed_as_its_dict():
 def test_pack_lists_its_seeds():
     spec = TrialSpec.from_config(_config(**{PACK_SEEDS: [10, 11, 12]}))
     assert spec.seeds == (10, 11, 12)
-    assert [m.label() for m in spec.models()] == [f"beta=4 C=25 seed={s}" for s in (10, 11, 12)]
-    assert spec.label() == "beta=4 C=25 seeds=10-12"
+    assert [m.label() for m in spec.models()] == [f"annealed_vae gamma=4 c_max=25 seed={s}" for s in (10, 11, 12)]
+    assert spec.label() == "annealed_vae gamma=4 c_max=25 seeds=10-12"
+
+
+def test_a_trial_names_its_objective_and_weights():
+    config = _config(**{OBJECTIVE_KEY: "dip_vae_ii", WEIGHTS_KEY: {"lambda_od": 5.0}, PACK_SEEDS: [0, 1]})
+    del config["beta"], config["capacity"]
+    spec = TrialSpec.from_config(config)
+    assert spec.configuration == Configuration.of("dip_vae_ii", {"lambda_od": 5.0})
+    assert spec.configuration.weight("lambda_od") == 5.0 and spec.configuration.weight("beta") is None
+    assert spec.label() == "dip_vae_ii lambda_od=5 seeds=0-1"
+
+
+def test_earlier_trials_of_beta_and_capacity_are_the_beta_vae_or_the_annealed_vae():
+    # recon + beta * |KL - C|: with C = 0 the beta-VAE's beta * KL (KL >= 0), else AnnealedVAE's gamma * |KL - C|
+    assert Configuration.from_beta_and_capacity(4.0, 0.0) == Configuration.of("beta_vae", {"beta": 4.0})
+    assert Configuration.from_beta_and_capacity(4.0, 25.0) == Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 25.0})
 
 
 def test_label_rounds_sampled_values_to_four_digits():
-    assert ModelSpec(3.14159265, 0.0, 0).label() == "beta=3.142 C=0 seed=0"
+    assert ModelSpec(Configuration.of("beta_vae", {"beta": 3.14159265}), 0).label() == "beta_vae beta=3.142 seed=0"
 
 
 def test_file_stem_and_safe_name_keep_one_path_component():
-    assert ModelSpec(4.0, 2.5, 1).file_stem() == "beta=4_C=2.5_seed=1"
+    configuration = Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 2.5})
+    assert ModelSpec(configuration, 1).file_stem() == "annealed_vae_gamma=4_c_max=2.5_seed=1"
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert "/" not in safe_name("a/b\\c") and safe_name("..") == "_"
 

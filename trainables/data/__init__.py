@@ -1,9 +1,11 @@
-"""Ground-truth datasets: procedural dSprites, dSprites files, your own files, and the study's variants.
+"""Ground-truth datasets: procedural dSprites, the study's published files, your own files, and the variants.
 
-One module per source (`procedural`, `dsprites_file`, `byo`), the packed
-storage they share (`stored`), the variants and the ground-truth switch
-(`variants`); `base` has the interface. `make_dataset` builds what a trial's
-`DataSettings` name, `load_stored` reads the file a setting points at.
+One module per source (`procedural`, `dsprites_file`, `byo`, `shapes3d`,
+`mpi3d`, `smallnorb`, `cars3d`), the packed storage they share (`stored`),
+the variants and the ground-truth switch (`variants`); `base` has the
+interface. `make_dataset` builds what a trial's `DataSettings` name,
+`load_stored` reads the file a setting points at, `stored_bytes` says from
+its headers alone what a node will hold of it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.data import byo, dsprites_file, npz
+from trainables.data import byo, cars3d, dsprites_file, mpi3d, shapes3d, smallnorb
 from trainables.data.base import FULL_GRID_METRICS, DataError, GroundTruthData, unsupported_metrics
 from trainables.data.procedural import (
     FACTOR_NAMES,
@@ -25,8 +27,8 @@ from trainables.data.procedural import (
     ProceduralDSprites,
     base_sprites,
 )
-from trainables.data.stored import StoredDataset, StoredImages
-from trainables.data.variants import GroundTruth, with_variant
+from trainables.data.stored import Headers, StoredDataset, StoredImages
+from trainables.data.variants import GroundTruth, read_background, with_variant
 from trainables.settings import DataSettings
 
 __all__ = [
@@ -45,35 +47,67 @@ __all__ = [
     "check_settings",
     "load_stored",
     "make_dataset",
+    "stored_bytes",
     "unsupported_metrics",
 ]
 
-_READERS = {"dsprites_file": dsprites_file, "npz": byo}
+# The reader of each file-backed dataset: a module with `check_headers` and `load`.
+_READERS = {
+    "dsprites_file": dsprites_file,
+    "npz": byo,
+    "shapes3d": shapes3d,
+    "mpi3d": mpi3d,
+    "smallnorb": smallnorb,
+    "cars3d": cars3d,
+}
+
+
+def _reader_arguments(settings: DataSettings) -> tuple[Path] | tuple[Path, str]:
+    """The path, and for MPI3D the subset, whose grid its files (which carry no labels) are read with."""
+    return (Path(settings.path), settings.subset) if settings.name == "mpi3d" else (Path(settings.path),)
+
+
+def _read_headers(settings: DataSettings) -> Headers | None:
+    """What the headers of the file a setting names say, checked; None for procedural dSprites (no file)."""
+    if settings.name not in _READERS:
+        return None
+    return _READERS[settings.name].check_headers(*_reader_arguments(settings))
 
 
 def check_settings(settings: DataSettings) -> None:
     """What can be checked before reading any image: the file's keys, shapes and dtypes (headers only),
-    the ground-truth names against its factors, and a variant against its channels. Raises DataError."""
-    if settings.name == "dsprites":
+    the ground-truth names against its factors, a variant against its channels, and the scream
+    variant's background image. Raises DataError."""
+    headers = _read_headers(settings)
+    if headers is None:
         names, channels, where = FACTOR_NAMES, 1, "procedural dSprites"
-    elif settings.name == "dsprites_file":
-        dsprites_file.check_headers(settings.path)
-        names, channels, where = FACTOR_NAMES, 1, str(settings.path)
     else:
-        _, channels = byo.check_headers(settings.path)
-        names, where = tuple(str(s) for s in npz.read_small(settings.path, "factor_names")), str(settings.path)
+        names, channels, where = headers.factor_names, headers.image_shape[0], str(settings.path)
     unknown = [n for n in settings.ground_truth or () if n not in names]
     if unknown:
         raise DataError(f"{where}: ground_truth names {', '.join(map(repr, unknown))}, not among its factors {list(names)}")
     if settings.variant != "none" and channels != 1:
         raise DataError(f"{where}: the {settings.variant} variant needs single-channel images, these have {channels}")
+    if settings.background is not None:
+        read_background(settings.background)
+
+
+def stored_bytes(settings: DataSettings) -> int:
+    """The bytes of images a node holds for this dataset (once, in Ray's object store), from the headers alone.
+
+    0 for procedural dSprites. The factor tables add a few bytes per image;
+    for your own uint8 images that turn out to be binary the node holds an
+    eighth of this figure (bit-packed), which is known only once they are read.
+    """
+    headers = _read_headers(settings)
+    return 0 if headers is None else headers.nbytes
 
 
 def load_stored(settings: DataSettings) -> StoredImages | None:
     """The file a setting names, read and checked; None for the procedural dataset, which needs no file."""
     if settings.name not in _READERS:
         return None
-    return _READERS[settings.name].load(Path(settings.path))
+    return _READERS[settings.name].load(*_reader_arguments(settings))
 
 
 @lru_cache(maxsize=2)
@@ -97,4 +131,4 @@ def make_dataset(
         dataset = StoredDataset(stored if stored is not None else _read_once(settings), device)
     if settings.ground_truth is not None:
         dataset = GroundTruth(dataset, settings.ground_truth)
-    return with_variant(dataset, settings.variant)
+    return with_variant(dataset, settings.variant, settings.background)

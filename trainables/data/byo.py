@@ -23,14 +23,18 @@ import numpy as np
 
 from trainables.data import npz
 from trainables.data.base import DataError
-from trainables.data.stored import StoredImages, grid_rows, pack_blocks
+from trainables.data.stored import Headers, StoredImages, channels_first, grid_rows, pack_blocks
 
 KEYS = ("images", "factor_classes", "factor_names")
 IMAGE_SIZE = 64
 
 
-def check_headers(path: str | Path) -> tuple[int, int]:
-    """Keys, shapes and dtypes from the headers alone; the number of images and of channels."""
+def check_headers(path: str | Path) -> Headers:
+    """Keys, shapes and dtypes from the headers, and the factor names (small); no image is read.
+
+    Binary bool images are stored a bit a pixel; whether uint8 images hold only
+    0 and 1 is known once they are read, so their `Headers.bits` is False.
+    """
     found = npz.headers(path)
     npz.require_arrays(path, found, KEYS, "a dataset file")
     shape, dtype = found["images"]
@@ -49,20 +53,23 @@ def check_headers(path: str | Path) -> tuple[int, int]:
     shape, dtype = found["factor_names"]
     if shape != (k,) or dtype.kind != "U":
         raise DataError(f"{path}: factor_names is {dtype} {shape}; expected ({k},) strings, one per factor")
-    return int(n), int(channels)
+    npz.require_complete(path, KEYS)
+    names = tuple(str(s) for s in npz.read_small(path, "factor_names"))
+    image_shape = (int(channels), IMAGE_SIZE, IMAGE_SIZE)
+    return Headers(int(n), image_shape, bits=found["images"][1] == bool, factor_names=names)
 
 
 def load(path: str | Path) -> StoredImages:
     path = Path(path)
-    n, channels = check_headers(path)
-    names = tuple(str(s) for s in npz.read_small(path, "factor_names"))
+    headers = check_headers(path)
+    n, names, channels = headers.count, headers.factor_names, headers.image_shape[0]
     if len(set(names)) != len(names) or not all(names):
         raise DataError(f"{path}: factor_names {list(names)} must be distinct and non-empty")
     sizes, rows, classes = grid_rows(npz.read_small(path, "factor_classes"), f"{path}: factor_classes")
     row_items = channels * IMAGE_SIZE * IMAGE_SIZE
     binary = all(block.size == 0 or block.max() <= 1 for block in npz.stream_rows(path, "images"))
     pixels = pack_blocks(
-        (_channels_first(b).view(np.uint8) for b in npz.stream_rows(path, "images")),
+        (channels_first(b).view(np.uint8) for b in npz.stream_rows(path, "images")),
         n,
         row_items,
         bits=binary,
@@ -72,16 +79,12 @@ def load(path: str | Path) -> StoredImages:
         source=f"dataset file {path}",
         pixels=pixels,
         bits=binary,
-        image_shape=(channels, IMAGE_SIZE, IMAGE_SIZE),
+        image_shape=headers.image_shape,
         factor_names=names,
         factor_sizes=sizes,
         rows=rows,
         classes=classes,
     )
-
-
-def _channels_first(block: np.ndarray) -> np.ndarray:
-    return block[:, None] if block.ndim == 3 else np.ascontiguousarray(block.transpose(0, 3, 1, 2))
 
 
 def write(path: str | Path, images: np.ndarray, factor_classes: np.ndarray, factor_names: list[str]) -> Path:

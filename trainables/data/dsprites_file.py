@@ -19,14 +19,14 @@ import numpy as np
 from trainables.data import npz
 from trainables.data.base import DataError
 from trainables.data.procedural import FACTOR_NAMES, IMAGE_SIZE
-from trainables.data.stored import StoredImages, pack_blocks
+from trainables.data.stored import Headers, StoredImages, pack_blocks
 
 KEYS = ("imgs", "latents_classes", "latents_values", "metadata")
 LATENT_NAMES = ("color", *FACTOR_NAMES)
 
 
-def check_headers(path: str | Path) -> int:
-    """Keys, shapes and dtypes from the headers alone; the number of images."""
+def check_headers(path: str | Path) -> Headers:
+    """Keys, shapes and dtypes from the headers alone."""
     found = npz.headers(path)
     npz.require_arrays(path, found, KEYS, "a dSprites file")
     shape, dtype = found["imgs"]
@@ -38,7 +38,8 @@ def check_headers(path: str | Path) -> int:
         ok = np.issubdtype(dtype, np.integer if kind == "integer" else np.floating)
         if shape != (n, len(LATENT_NAMES)) or not ok:
             raise DataError(f"{path}: {key} is {dtype} {shape}; expected {kind} ({n}, {len(LATENT_NAMES)})")
-    return int(n)
+    npz.require_complete(path, ("imgs", "latents_classes", "latents_values"))  # metadata is never read
+    return Headers(int(n), (1, IMAGE_SIZE, IMAGE_SIZE), bits=True, factor_names=FACTOR_NAMES)
 
 
 def check_grid(classes: np.ndarray, path: str | Path) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def check_grid(classes: np.ndarray, path: str | Path) -> tuple[int, ...]:
 def load(path: str | Path) -> StoredImages:
     """The file's images, bit-packed, with the five-factor grid (colour dropped); checked throughout."""
     path = Path(path)
-    n = check_headers(path)
+    n = check_headers(path).count
     sizes = check_grid(npz.read_small(path, "latents_classes"), path)
     pixels = pack_blocks(npz.stream_rows(path, "imgs"), n, IMAGE_SIZE * IMAGE_SIZE, bits=True, where=f"{path}: imgs")
     return StoredImages(

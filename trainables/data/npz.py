@@ -11,6 +11,7 @@ only has to be present.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -78,6 +79,27 @@ def headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return out
 
 
+def require_complete(path: str | Path, keys: Sequence[str]) -> None:
+    """Refuse an array whose data is shorter (or longer) than its header declares.
+
+    The zip directory gives each member's size, so this needs no data: a
+    reader calls it once the headers are found fit, before it allocates room
+    for the arrays.
+    """
+    with open_npz(path) as archive:
+        for key in keys:
+            info = archive.getinfo(_member(archive, key))
+            with archive.open(info) as stream:
+                shape, dtype, _ = _read_header(stream, f"{path}: {key}")
+                data_bytes = info.file_size - stream.tell()
+            declared = math.prod(shape) * dtype.itemsize
+            if data_bytes != declared:
+                raise DataError(
+                    f"{path}: array {key!r} holds {data_bytes:,} bytes of data, its header declares "
+                    f"{dtype} {shape} = {declared:,} bytes (the file is truncated or damaged)"
+                )
+
+
 def read_small(path: str | Path, key: str) -> np.ndarray:
     """One array of the file read whole (factor classes, names: megabytes, not gigabytes)."""
     with open_npz(path) as archive, archive.open(_member(archive, key)) as stream:
@@ -87,12 +109,21 @@ def read_small(path: str | Path, key: str) -> np.ndarray:
             raise DataError(f"{path}: array {key!r} cannot be read ({exc})") from None
 
 
-def stream_rows(path: str | Path, key: str, rows_per_block: int | None = None) -> Iterator[np.ndarray]:
-    """The array `key` block by block along its first axis (C order), never whole in memory."""
+def stream_rows(
+    path: str | Path, key: str, rows_per_block: int | None = None, row_ndim: int | None = None
+) -> Iterator[np.ndarray]:
+    """The array `key` block by block along its first axis (C order), never whole in memory.
+
+    `row_ndim`: a row is the last `row_ndim` axes and the axes before them are
+    flattened into one (an array of images laid out as the factor grid, say);
+    by default a row is everything after the first axis.
+    """
     with open_npz(path) as archive, archive.open(_member(archive, key)) as stream:
         shape, dtype, fortran = _read_header(stream, f"{path}: {key}")
         if fortran or dtype.hasobject or not shape:
             raise DataError(f"{path}: array {key!r} must be a C-ordered numeric array with rows")
+        if row_ndim is not None:
+            shape = (math.prod(shape[: len(shape) - row_ndim]), *shape[len(shape) - row_ndim :])
         row_items = int(np.prod(shape[1:], dtype=np.int64))
         row_bytes = max(row_items * dtype.itemsize, 1)
         block = rows_per_block or max(1, STREAM_BYTES // row_bytes)

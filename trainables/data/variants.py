@@ -5,7 +5,14 @@ As in the reference study (Locatello et al. 2019, disentanglement_lib):
 - color: the sprite scaled by a random RGB colour, each channel uniform in
   [0.5, 1], drawn per observation, on a black background;
 - noisy: the sprite (white, in RGB) on a background of uniform noise in
-  [0, 1] per pixel and channel, drawn per observation; pixel = min(sprite + noise, 1).
+  [0, 1] per pixel and channel, drawn per observation; pixel = min(sprite + noise, 1);
+- scream: the sprite cut into a patch of an image (the reference's is Munch's
+  The Scream; `data.background` names yours). The image is fitted within
+  350 x 274 pixels as the reference does (Pillow's `thumbnail`), and each
+  observation takes a random 64 x 64 patch of it, averages it with a random
+  RGB colour (each channel uniform in [0, 1]) and inverts the patch where
+  the sprite is: pixel = b + s (1 - 2 b), which is 1 - b on the sprite and b
+  off it for a binary sprite s, and blends the two for a grey one.
 
 The colour and the noise are not factors, so an observation is no longer a
 function of its factors (`deterministic` is False): the metrics encode every
@@ -23,13 +30,17 @@ trial stays reproducible and restores exactly from a checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from trainables.data.base import DataError, FactorGrid, GroundTruthData, factor_tensor, uniform_factors_torch
 
-VARIANTS: tuple[str, ...] = ("none", "color", "noisy")
+VARIANTS: tuple[str, ...] = ("none", "color", "noisy", "scream")
+BACKGROUND_FIT = (350, 274)  # the reference's thumbnail size for its background image (width, height)
+PATCH = 64
 
 
 class _Variant:
@@ -84,13 +95,65 @@ class Noisy(_Variant):
         return (x + noise).clamp_(max=1.0)
 
 
-def with_variant(base: GroundTruthData, variant: str) -> GroundTruthData:
+def read_background(path: str | Path) -> np.ndarray:
+    """The scream variant's background, (H, W, 3) uint8, fitted within 350 x 274 as the reference fits it.
+
+    The image is fitted first and converted to RGB after, as the reference
+    has Pillow do it: for a JPEG, `thumbnail` lets the decoder reduce the
+    image, which a converted copy would not. Pillow versions differ in that
+    reduction, so the patches match the reference's to within its rounding.
+    """
+    try:
+        with Image.open(path) as image:
+            image.thumbnail(BACKGROUND_FIT)
+            rgb = np.array(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+    height, width = rgb.shape[:2]
+    if min(height, width) <= PATCH:
+        raise DataError(
+            f"{path}: {width} x {height} pixels once fitted within {BACKGROUND_FIT[0]} x {BACKGROUND_FIT[1]}; "
+            f"random {PATCH} x {PATCH} patches need more than {PATCH} each way"
+        )
+    return rgb
+
+
+class Scream(_Variant):
+    name = "scream"
+
+    def __init__(self, base: GroundTruthData, background: np.ndarray) -> None:
+        super().__init__(base)
+        self._background = torch.as_tensor(background, device=self.device).permute(2, 0, 1).float() / 255.0
+        self._span = torch.arange(PATCH, device=self.device)
+
+    def observations(
+        self, factors: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x = self.base.observations(factors, generator)
+        n, (height, width) = x.shape[0], self._background.shape[1:]
+        # As the reference's randint(0, height - 64): the last row a patch may start at is height - 65.
+        top = torch.randint(0, height - PATCH, (n,), device=x.device, generator=generator)
+        left = torch.randint(0, width - PATCH, (n,), device=x.device, generator=generator)
+        rows = (top[:, None] + self._span)[:, :, None]
+        cols = (left[:, None] + self._span)[:, None, :]
+        patches = self._background[:, rows, cols].permute(1, 0, 2, 3)
+        colour = torch.rand((n, 3, 1, 1), device=x.device, generator=generator)
+        background = (patches + colour) / 2
+        return background + x * (1 - 2 * background)
+
+
+def with_variant(base: GroundTruthData, variant: str, background: str | Path | None = None) -> GroundTruthData:
+    """`base` as the `variant` makes it; `background` is the scream variant's image."""
     if variant == "none":
         return base
     if variant == "color":
         return Color(base)
     if variant == "noisy":
         return Noisy(base)
+    if variant == "scream":
+        if background is None:
+            raise DataError("the scream variant needs a background image (data.background)")
+        return Scream(base, read_background(background))
     raise DataError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 

@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from sweeper.analyse.checkpoints import encode, load_model, observation_set
 from sweeper.cli import app
+from sweeper.export.package import data_record
 from sweeper.export.registry import load_model_uri
 from trainables import exported
 from trainables.exported import load_exported
-from trainables.settings import TrialSettings
+from trainables.settings import DataSettings, TrialSettings
 from trainables.trainer import Trainer
-from trainables.trial import model_folder
+from trainables.trial import Configuration, model_folder
 
 runner = CliRunner()
 SWEEP = "fake-20260101-000000-abcd"  # tests/sweeper/conftest.py's SWEEP_ID
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
             "eval": {"metrics": []},
         }
     )
-    trainer = Trainer(settings, beta=8.0, capacity=0.0, seeds=(0,))
+    trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 8.0}), seeds=(0,))
     trainer.train(2)
     folder = tmp_path_factory.mktemp("trained") / "checkpoint"
     trainer.save(folder)
@@ -247,3 +248,10 @@ def test_a_target_under_a_file_is_a_clear_error(sweep, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"--to {afile / 'sub'}: {afile} is a file, not a folder" in result.output
     assert afile.read_text() == "not a folder"
+
+
+def test_the_data_record_says_which_published_file_subset_and_background_a_model_learned():
+    record = data_record(DataSettings(name="mpi3d", path="/data/mpi3d_real.npz", subset="real"), 3)
+    assert record["kind"] == "mpi3d real" and record["subset"] == "real" and record["path"] == "/data/mpi3d_real.npz"
+    record = data_record(DataSettings(variant="scream", background="/data/scream.jpg"), 3)
+    assert record["background"] == "/data/scream.jpg" and record["kind"].endswith(", scream variant")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from sweeper.config import check_machine, validate_config
 from sweeper.errors import ConfigError
-from sweeper.run.datasets import with_dataset
+from sweeper.run.datasets import node_bytes, with_dataset
 from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
 from trainables.settings import METRIC_NAMES, DataSettings, metric_outputs
 
@@ -75,6 +76,30 @@ def test_a_config_naming_a_missing_or_wrong_file_is_refused_with_the_key_and_fil
     config = checked({"name": "npz", "path": str(partial)})
     with pytest.raises(ConfigError, match=rf"eval.metrics: dataset file {partial}: its factor grid is not a full"):
         with_dataset(lambda config: None, config)
+
+
+def test_the_plan_gets_the_bytes_a_node_holds_and_folders_and_backgrounds_are_checked(tmp_path, files, monkeypatch):
+    base = {"name": "t", "search": {"beta": [1.0]}}
+
+    def checked(data: dict):
+        return check_machine(validate_config({**base, "data": data}, "cfg.yaml"), "cfg.yaml")
+
+    config = validate_config({**base, "data": {"name": "dsprites_file", "path": str(files["dsprites_file"])}}, "c")
+    assert node_bytes(config) == 1536 * 64 * 64 // 8  # bit-packed
+    assert node_bytes(validate_config(base, "cfg.yaml")) == 0  # procedural: no file
+    (tmp_path / "cars").mkdir()
+    with pytest.raises(ConfigError, match=r"data.path: .*/cars: holds no .mat file"):  # a folder gets to its reader
+        checked({"name": "cars3d", "path": str(tmp_path / "cars")})
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (120, 100)).save("scream.png")
+    Image.new("RGB", (300, 60)).save("thin.png")
+    scream = {"variant": "scream", "background": "scream.png"}
+    config = checked(scream)
+    assert config.data.background == str(tmp_path / "scream.png")  # absolute: trials run elsewhere
+    with pytest.raises(ConfigError, match=r"data.background = 'nowhere.png': no such file"):
+        checked({**scream, "background": "nowhere.png"})
+    with pytest.raises(ConfigError, match=rf"data.background: {tmp_path / 'thin.png'}: 300 x 60 pixels"):
+        checked({**scream, "background": "thin.png"})
 
 
 def test_launch_refuses_a_file_whose_grid_is_incomplete_and_leaves_nothing_behind(tmp_path, sweeper_cli, files):
