@@ -162,7 +162,7 @@ def measure(trials: int, data: list[str], steps: int) -> Peaks:
     """Peak memory of a sweep of `trials` concurrent trials (one configuration, `trials` seeds)."""
     args = [
         sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *data,
-        "--set", f"search.seeds={trials}", "--set", "search.beta=[4.0]", "--set", f"search.max_concurrent={trials}",
+        "--set", f"search.seeds={trials}", "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", f"search.max_concurrent={trials}",
         "--set", "resources.cpu=0.5", "--set", f"training.steps={steps}", "--set", "training.batch_size=32",
         "--set", f"training.report_every={steps}", "--set", f"training.checkpoint_every={steps}",
         "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",

@@ -32,7 +32,7 @@ def run_sweep(trials: int, steps: int, report_every: int) -> tuple[float, list[f
     with tempfile.TemporaryDirectory(prefix="overhead") as folder:
         args = [
             sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"),
-            "--set", "search.beta=[4.0]", "--set", f"search.seeds={trials}",
+            "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", f"search.seeds={trials}",
             "--set", "resources.cpu=2", "--set", "resources.gpu=0", "--set", "training.threads=2",
             "--set", f"training.steps={steps}", "--set", f"training.report_every={report_every}",
             "--set", f"training.checkpoint_every={steps}",

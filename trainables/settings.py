@@ -106,8 +106,22 @@ class ModelSettings(Strict):
     latent_dim: Integer = Field(10, ge=1, le=1024)
 
 
+# The study's objectives (trainables.objectives) and the weights each is searched by, named as the study
+# names them: the one list of them, read by the objectives themselves and by the sweep config.
+OBJECTIVE_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "beta_vae": ("beta",),
+    "annealed_vae": ("gamma", "c_max"),
+    "factor_vae": ("gamma",),
+    "dip_vae_i": ("lambda_od",),
+    "dip_vae_ii": ("lambda_od",),
+    "beta_tcvae": ("beta",),
+}
+
+
 class ObjectiveSettings(Strict):
-    capacity_steps: Integer = Field(100_000, ge=0, le=10**9, description="steps over which C(t) rises linearly to C_max")
+    capacity_steps: Integer = Field(
+        100_000, ge=0, le=10**9, description="annealed_vae: steps over which C(t) rises linearly to c_max"
+    )
 
 
 class TrainingSettings(Strict):

@@ -1,8 +1,8 @@
 """What a trial trains, read once from the config dict Ray Tune hands it.
 
-Tune's config is an untyped dict: the configuration (the objective's kind and
-its weights, as `objective` and `weights`; or `beta` and `capacity` in the
-trials of earlier releases), the seeds the trial trains (a configuration's seeds together, as
+Tune's config is an untyped dict: the configuration (`configuration`: the
+objective's kind and its weights; `beta` and `capacity` in the trials of
+earlier releases), the seeds the trial trains (a configuration's seeds together, as
 `pack_seeds`; or one seed, as the repeat index that a grid or Optuna's
 Repeater sets), and the fixed `settings`. Every reader (the trainable, the
 tracking callback, progress lines, `sweeper status`) goes through
@@ -57,8 +57,7 @@ def model_folder(seed: int) -> str:
     return f"seed={seed}"
 
 
-OBJECTIVE_KEY = "objective"  # the objective's kind, in a trial's config
-WEIGHTS_KEY = "weights"  # its weights, by the study's names
+CONFIGURATION_KEY = "configuration"  # in a trial's config: {"objective": kind, "weights": {name: value}}
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,10 @@ class Configuration:
     @classmethod
     def of(cls, objective: str, weights: Mapping[str, float]) -> Configuration:
         return cls(objective, tuple((name, float(value)) for name, value in weights.items()))
+
+    def to_config(self) -> dict[str, Any]:
+        """As a trial's config holds it (`CONFIGURATION_KEY`)."""
+        return {"objective": self.objective, "weights": dict(self.weights)}
 
     @classmethod
     def from_beta_and_capacity(cls, beta: float, capacity: float) -> Configuration:
@@ -117,8 +120,9 @@ class TrialSpec:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrialSpec:
-        if OBJECTIVE_KEY in config:
-            configuration = Configuration.of(str(config[OBJECTIVE_KEY]), config[WEIGHTS_KEY])
+        if CONFIGURATION_KEY in config:
+            given = config[CONFIGURATION_KEY]
+            configuration = Configuration.of(str(given["objective"]), given["weights"])
         else:
             configuration = Configuration.from_beta_and_capacity(float(config["beta"]), float(config["capacity"]))
         if PACK_SEEDS in config:

@@ -45,7 +45,7 @@ def study_lines(folder: Path, search: SearchConfig) -> list[str]:
     if study is None:
         return []
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(study.states.items())) or "no trials yet"
-    lines = [f"optuna study: {states}; Pareto front of {search.objectives_text()}, seed means:"]
+    lines = [f"optuna study: {states}; Pareto front of {search.metrics_text()}, seed means:"]
     for t in study.front:
         params = "  ".join(f"{'C_max' if k == 'capacity' else k}={fmt(v)}" for k, v in sorted(t.params.items()))
         values = "  ".join(f"{m} {fmt(v)}" for m, v in zip(search.metrics, t.values))

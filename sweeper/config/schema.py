@@ -13,12 +13,14 @@ trials cannot disagree about a key.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, Field, field_validator, model_validator
 
 from sweeper.uris import refuse_credentials
 from trainables.settings import (
+    OBJECTIVE_WEIGHTS,
     DataSettings,
     EvalSettings,
     Integer,
@@ -66,10 +68,16 @@ def _lowest(values: Values) -> float:
 Mode = Literal["min", "max"]
 
 
+# A weight of 0 is allowed only where it means something: AnnealedVAE's c_max = 0 holds C(t) at 0.
+_MAY_BE_ZERO = {"c_max"}
+
+
 class SearchConfig(Strict):
     kind: Literal["grid", "optuna"] = "grid"
-    beta: Values = Field(description="grid: a list of values; optuna: a list (categorical) or a range")
-    capacity: Values = Field([0.0], description="C_max in nats; 0 is the plain beta-VAE")
+    objectives: dict[str, dict[str, Values]] = Field(
+        description="each objective searched (beta_vae, annealed_vae, factor_vae, dip_vae_i, dip_vae_ii, "
+        "beta_tcvae) with the values of its own weights: grid, lists; optuna, a list (categorical) or a range"
+    )
     seeds: Integer = Field(
         1, ge=1, le=MAX_SEEDS, description="repeats of every configuration, seeds seed_offset .. +seeds-1"
     )
@@ -84,29 +92,64 @@ class SearchConfig(Strict):
         False, description="train the seeds of a configuration as one stacked model in one trial"
     )
 
-    @field_validator("beta", "capacity")
+    @model_validator(mode="before")
     @classmethod
-    def _non_empty(cls, values: Values) -> Values:
-        if isinstance(values, list) and not values:
-            raise ValueError("needs at least one value")
-        return values
+    def _from_beta_and_capacity(cls, data: Any) -> Any:
+        """Configs of earlier releases searched `beta` and `capacity` (C_max) of recon + beta * |KL - C(t)|:
+        the beta-VAE where C_max = 0, the AnnealedVAE (gamma = beta) elsewhere. Read as those objectives,
+        so the resolved config of an earlier sweep still loads."""
+        if not isinstance(data, dict) or "objectives" in data or "beta" not in data:
+            return data
+        data = dict(data)
+        beta, capacity = data.pop("beta"), data.pop("capacity", [0.0])
+        objectives: dict[str, dict[str, Any]] = {}
+        if isinstance(capacity, list):
+            if 0 in capacity or not capacity:
+                objectives["beta_vae"] = {"beta": beta}
+            if any(c != 0 for c in capacity):
+                objectives["annealed_vae"] = {"gamma": beta, "c_max": [c for c in capacity if c != 0]}
+        else:
+            objectives["annealed_vae"] = {"gamma": beta, "c_max": capacity}
+        data["objectives"] = objectives
+        return data
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives_and_their_own_weights(cls, objectives: dict[str, dict[str, Values]]) -> dict:
+        if not objectives:
+            raise ValueError("needs at least one objective")
+        for kind, weights in objectives.items():
+            if kind not in OBJECTIVE_WEIGHTS:
+                raise ValueError(f"{kind}: unknown objective; known: {', '.join(OBJECTIVE_WEIGHTS)}")
+            own = OBJECTIVE_WEIGHTS[kind]
+            for name, values in weights.items():
+                if name not in own:
+                    raise ValueError(f"{kind}.{name}: not a weight of {kind} (its weights: {', '.join(own)})")
+                if isinstance(values, list) and not values:
+                    raise ValueError(f"{kind}.{name}: needs at least one value")
+                lowest = _lowest(values)
+                if lowest < 0 or (lowest == 0 and name not in _MAY_BE_ZERO):
+                    bound = ">= 0" if name in _MAY_BE_ZERO else "> 0"
+                    raise ValueError(f"{kind}.{name} = {lowest:g}: must be {bound}")
+            missing = [name for name in own if name not in weights]
+            if missing:
+                raise ValueError(f"{kind}: give the values of {', '.join(missing)}")
+        return {kind: {name: weights[name] for name in OBJECTIVE_WEIGHTS[kind]} for kind, weights in objectives.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
-        if _lowest(self.beta) <= 0:
-            raise ValueError(f"beta = {_lowest(self.beta)}: must be > 0")
-        if _lowest(self.capacity) < 0:
-            raise ValueError(f"capacity = {_lowest(self.capacity)}: C_max must be >= 0")
-        if self.kind == "grid":
-            for key in ("beta", "capacity"):
-                if isinstance(getattr(self, key), Range):
-                    raise ValueError(f"{key}: a grid needs a list of values, not a range")
+        ranges = [
+            f"{kind}.{name}" for kind, weights in self.objectives.items()
+            for name, values in weights.items() if isinstance(values, Range)
+        ]  # fmt: skip
+        if self.kind == "grid" and ranges:
+            raise ValueError(f"objectives.{ranges[0]}: a grid needs a list of values, not a range")
         if self.kind == "optuna" and self.num_samples is None:
             raise ValueError("num_samples is required when kind is 'optuna'")
-        if self.kind == "optuna" and all(isinstance(v, list) and len(v) == 1 for v in (self.beta, self.capacity)):
+        if self.kind == "optuna" and self.configuration_count() == 1:
             raise ValueError(
-                f"beta = {self.beta}, capacity = {self.capacity}: optuna needs something to search, "
-                "a range or two or more values for beta or capacity (for fixed values use kind: grid)"
+                f"objectives = {self.objectives}: optuna needs something to search, a range or two or more "
+                "values of a weight, or two or more objectives (for fixed values use kind: grid)"
             )
         if self.kind == "optuna" and self.scheduler == "asha" and self.seeds > 1 and not self.pack_seeds:
             raise ValueError(
@@ -114,10 +157,34 @@ class SearchConfig(Strict):
                 "an early-stopped repeat would corrupt the mean that Optuna learns from; "
                 "set pack_seeds: true to train the seeds together and stop them together"
             )
-        self._consistent_objectives()
+        self._consistent_metrics()
         return self
 
-    def _consistent_objectives(self) -> None:
+    def configuration_count(self) -> int | None:
+        """The configurations of a grid (every objective's own product of its weights' values); for
+        Optuna, how many its lists allow, or None when a range makes them unbounded."""
+        total = 0
+        for weights in self.objectives.values():
+            if any(isinstance(values, Range) for values in weights.values()):
+                return None
+            total += math.prod(len(values) for values in weights.values())
+        return total
+
+    @model_validator(mode="after")
+    def _bounded_models(self) -> SearchConfig:
+        models = self.trained_configurations() * self.seeds
+        if models > MAX_MODELS:
+            raise ValueError(
+                f"seeds = {self.seeds} over {self.trained_configurations():,} configurations = {models:,} models: "
+                f"more than the {MAX_MODELS:,} one sweep may train (configurations x seeds)"
+            )
+        return self
+
+    def trained_configurations(self) -> int:
+        """The configurations the sweep trains: every one of a grid, or Optuna's samples."""
+        return (self.configuration_count() or 0) if self.kind == "grid" else self.num_samples or 0
+
+    def _consistent_metrics(self) -> None:
         if isinstance(self.metric, list) != isinstance(self.mode, list) or len(self.metrics) != len(self.modes):
             raise ValueError(
                 f"metric = {self.metric} and mode = {self.mode}: give one mode per metric"
@@ -134,34 +201,16 @@ class SearchConfig(Strict):
                 "scheduler = 'pareto' needs pack_seeds: true: it stops packs on their seeds' means"
             )
 
-    @model_validator(mode="after")
-    def _bounded_models(self) -> SearchConfig:
-        models = self.configurations * self.seeds
-        if models > MAX_MODELS:
-            grid = f" ({len(self.beta)} beta x {len(self.capacity)} C_max)" if self.kind == "grid" else ""
-            raise ValueError(
-                f"seeds = {self.seeds} over {self.configurations:,} configurations{grid} = {models:,} models: "
-                f"more than the {MAX_MODELS:,} one sweep may train (configurations x seeds)"
-            )
-        return self
-
-    @property
-    def configurations(self) -> int:
-        """The (beta, C_max) pairs trained: every pair of a grid, or Optuna's samples."""
-        if self.kind == "grid":
-            return len(self.beta) * len(self.capacity)
-        return self.num_samples or 0
-
     @property
     def metrics(self) -> list[str]:
-        """The objectives, a list whether one was given or several."""
+        """The search metrics, a list whether one was given or several."""
         return list(self.metric) if isinstance(self.metric, list) else [self.metric]
 
     @property
     def modes(self) -> list[str]:
         return list(self.mode) if isinstance(self.mode, list) else [self.mode]
 
-    def objectives_text(self) -> str:
+    def metrics_text(self) -> str:
         """`loss (min)`, or `recon (min), disent/mig (max)` for several objectives."""
         return ", ".join(f"{m} ({mode})" for m, mode in zip(self.metrics, self.modes))
 

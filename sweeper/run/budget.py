@@ -33,6 +33,7 @@ class Budget:
     steps: int  # per model
     images: int  # every model's steps times the batch
     rate: Rate | None
+    by_objective: dict[str, int]  # models per objective, for a grid (Optuna chooses as it goes)
 
     @property
     def trial_hours(self) -> float | None:
@@ -43,7 +44,11 @@ class Budget:
 def budget(config: SweepConfig, rate: float | None = None, benchmarks: Path = BENCHMARKS) -> Budget:
     models, steps = space.model_count(config), config.training.steps
     measured = Rate(rate, "--rate") if rate is not None else bench_rate(config, benchmarks)
-    return Budget(models, steps, models * steps * config.training.batch_size, measured)
+    by_objective: dict[str, int] = {}
+    if config.search.kind == "grid":
+        for configuration in space.grid_configurations(config):
+            by_objective[configuration.objective] = by_objective.get(configuration.objective, 0) + config.search.seeds
+    return Budget(models, steps, models * steps * config.training.batch_size, measured, by_objective)
 
 
 def sections(text: str) -> dict[str, str]:

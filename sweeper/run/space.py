@@ -1,7 +1,8 @@
 """The search: what Tune varies across trials and who chooses the values.
 
-A grid crosses every beta, C_max and seed. Optuna samples (beta, C_max) and
-a Repeater runs each sample once per seed, reporting the seeds' mean back to
+A grid crosses each objective's weights with each other and with the seeds.
+Optuna samples an objective and its weights (`ConfigurationSpace`) and a
+Repeater runs each sample once per seed, reporting the seeds' mean back to
 Optuna, or a failure if any seed failed; the study is journalled in the sweep
 folder so it outlives the driver process.
 
@@ -13,13 +14,14 @@ Pareto scheduler (`sweeper.run.pareto`) for several objectives, stops whole
 packs on the seed means. A pack a scheduler stopped is told to Optuna as
 pruned: its values are those of a shorter training, not a result.
 
-`search.metric` may name several objectives; every step here passes them
-all, and Optuna keeps a multi-objective study whose Pareto front
-`sweeper status` shows.
+`search.metric` may name several metrics; every step here passes them all,
+and Optuna keeps a multi-objective study whose Pareto front `sweeper status`
+shows.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,18 +35,50 @@ from sweeper.config import Range, SweepConfig, Values
 from sweeper.errors import EnvironmentProblem
 from sweeper.record import OPTUNA_JOURNAL
 from sweeper.run.pareto import ParetoHalving
-from trainables.trial import MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX, seed_of
-
-
-def _domain(values: Values) -> Any:
-    if isinstance(values, Range):
-        return tune.loguniform(values.low, values.high) if values.log else tune.uniform(values.low, values.high)
-    return tune.choice(list(values)) if len(values) > 1 else values[0]
+from trainables.trial import CONFIGURATION_KEY, MODELS_FAILED, PACK_SEEDS, TRIAL_INDEX, Configuration, seed_of
 
 
 def seeds(config: SweepConfig) -> list[int]:
     """The seeds every configuration is trained with."""
     return [seed_of(config.training.seed_offset, i) for i in range(config.search.seeds)]
+
+
+def grid_configurations(config: SweepConfig) -> list[Configuration]:
+    """Every configuration of a grid: each objective crossed with the values of its own weights."""
+    out = []
+    for kind, weights in config.search.objectives.items():
+        for values in itertools.product(*weights.values()):
+            out.append(Configuration.of(kind, dict(zip(weights, values))))
+    return out
+
+
+class ConfigurationSpace:
+    """Optuna's define-by-run space of a sweep: the objective (a categorical choice when there are
+    several), then that objective's own weights. Each weight is an Optuna parameter of its own per
+    objective (`beta_tcvae.beta` is not `beta_vae.beta`), so TPE never mixes two objectives' histories.
+
+    Plain data only: Tune pickles the searcher, and this with it.
+    """
+
+    def __init__(self, objectives: dict[str, dict[str, Values]]) -> None:
+        self.objectives = {
+            kind: {name: values.model_dump() if isinstance(values, Range) else tuple(values)
+                   for name, values in weights.items()}
+            for kind, weights in objectives.items()
+        }  # fmt: skip
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        kinds = list(self.objectives)
+        kind = trial.suggest_categorical("objective", kinds) if len(kinds) > 1 else kinds[0]
+        weights = {}
+        for name, values in self.objectives[kind].items():
+            if isinstance(values, dict):  # a range
+                weights[name] = trial.suggest_float(f"{kind}.{name}", values["low"], values["high"], log=values["log"])
+            elif len(values) > 1:
+                weights[name] = trial.suggest_categorical(f"{kind}.{name}", values)
+            else:
+                weights[name] = values[0]
+        return {CONFIGURATION_KEY: Configuration.of(kind, weights).to_config()}
 
 
 def param_space(config: SweepConfig) -> dict[str, Any]:
@@ -55,13 +89,9 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
     if search.kind == "grid":
         if not search.pack_seeds:
             repeat = {TRIAL_INDEX: tune.grid_search(list(range(search.seeds)))}
-        return {
-            "beta": tune.grid_search(list(search.beta)),
-            "capacity": tune.grid_search(list(search.capacity)),
-            **repeat,
-            "settings": settings,
-        }
-    return {"beta": _domain(search.beta), "capacity": _domain(search.capacity), **repeat, "settings": settings}
+        grid = [c.to_config() for c in grid_configurations(config)]
+        return {CONFIGURATION_KEY: tune.grid_search(grid), **repeat, "settings": settings}
+    return {**repeat, "settings": settings}  # Optuna's define-by-run space adds the configuration
 
 
 def num_samples(config: SweepConfig) -> int:
@@ -73,12 +103,14 @@ def num_samples(config: SweepConfig) -> int:
     return int(search.num_samples or 0) * (1 if search.pack_seeds else search.seeds)
 
 
+def configuration_count(config: SweepConfig) -> int:
+    return config.search.trained_configurations()
+
+
 def trial_count(config: SweepConfig) -> int:
     """Ray Tune trials: one per model, or one per configuration when its seeds are packed."""
     search = config.search
-    if search.kind == "grid":
-        return len(search.beta) * len(search.capacity) * (1 if search.pack_seeds else search.seeds)
-    return num_samples(config)
+    return configuration_count(config) * (1 if search.pack_seeds else search.seeds)
 
 
 def describe_count(config: SweepConfig) -> str:
@@ -89,7 +121,7 @@ def describe_count(config: SweepConfig) -> str:
 
 def model_count(config: SweepConfig) -> int:
     """Models trained, packed or not: one MLflow child run each."""
-    return config.search.configurations * config.search.seeds
+    return configuration_count(config) * config.search.seeds
 
 
 class SeedRepeater(Repeater):
@@ -207,6 +239,7 @@ def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher 
 
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / OPTUNA_JOURNAL)))
     optuna_search = OptunaSearch(
+        space=ConfigurationSpace(search.objectives),
         metric=search.metric,  # a list for several objectives: Optuna then keeps a multi-objective study
         mode=search.mode,
         sampler=sampler(search.sampler),
@@ -266,46 +299,42 @@ def scheduler(config: SweepConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
-PLAN_LINES = 12  # a grid of more configurations is described in one line, not one line each
+PLAN_LINES = 12  # a grid of more configurations is described by its space, not one line each
 LISTED = 8  # values listed in full; a longer list shows its first and last values and its length
 
 
 def describe_plan(config: SweepConfig) -> list[str]:
-    """Human-readable lines: every trial of a small grid, or the shape of a large grid or an Optuna search;
-    long lists of values and seeds are summarised."""
+    """Human-readable lines: every trial of a small grid, or the shape of a larger grid or an Optuna
+    search; long lists of values and seeds are summarised."""
     search = config.search
     span = _seed_span(seeds(config))
-    if search.kind == "grid" and search.configurations <= PLAN_LINES:
+    space = "; ".join(
+        f"{kind} with " + ", ".join(f"{name} in {_shown(values)}" for name, values in weights.items())
+        for kind, weights in search.objectives.items()
+    )
+    if search.kind == "grid" and configuration_count(config) <= PLAN_LINES:
         packed = " (one packed trial)" if search.pack_seeds else ""
-        return [
-            f"beta={beta:g}  C_max={capacity:g}  seeds={span}{packed}"
-            for beta in search.beta
-            for capacity in search.capacity
-        ]
+        return [f"{c.label()}  seeds={span}{packed}" for c in grid_configurations(config)]
     if search.kind == "grid":
         packed = " (one packed trial each)" if search.pack_seeds else ""
-        return [
-            f"grid of {search.configurations} configurations: beta in {_values(search.beta)} x "
-            f"C_max in {_values(search.capacity)}, each over seeds={span}{packed}"
-        ]
+        return [f"grid of {configuration_count(config)} configurations: {space}", f"each over seeds={span}{packed}"]
     how = "trained together as one packed trial" if search.pack_seeds else "repeated"
     return [
-        f"optuna ({search.sampler}): {search.num_samples} configurations of beta in {_values(search.beta)}, "
-        f"C_max in {_values(search.capacity)}",
-        f"each {how} over seeds={span}; optimising the seeds' mean {search.objectives_text()}",
+        f"optuna ({search.sampler}): {search.num_samples} configurations of {space}",
+        f"each {how} over seeds={span}; optimising the seeds' mean {search.metrics_text()}",
         *([f"stopping trials early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
           if search.scheduler != "fifo" else []),
     ]  # fmt: skip
 
 
-def _values(values: Values) -> str:
-    """`[1, 2, 4]`, `[1, 2, 3, ..., 20] (20 values)` for a long list, or a range as `1 to 16 (log)`."""
+def _shown(values: Values) -> str:
+    """`{1, 2, 4}`, `{1, 2, 3, ..., 20} (20 values)` for a long list, or a range as `[1, 16] (log)`."""
     if isinstance(values, Range):
-        return f"{values.low:g} to {values.high:g}" + (" (log)" if values.log else "")
-    shown = [f"{value:g}" for value in values]
+        return f"[{values.low:g}, {values.high:g}]" + (" (log)" if values.log else "")
+    shown = [f"{v:g}" for v in values]
     if len(shown) > LISTED:
-        return f"[{', '.join(shown[:3])}, ..., {shown[-1]}] ({len(shown)} values)"
-    return f"[{', '.join(shown)}]"
+        return "{" + ", ".join(shown[:3]) + f", ..., {shown[-1]}}} ({len(shown)} values)"
+    return "{" + ", ".join(shown) + "}"
 
 
 def _seed_span(repeats: list[int]) -> str:

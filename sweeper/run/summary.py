@@ -39,7 +39,15 @@ def budget_lines(work: Budget, config: SweepConfig) -> list[str]:
     device = f"{hours * resources.gpu:.3g} GPU-hours" if resources.gpu else f"{hours * resources.cpu:.3g} CPU-hours"
     bound = ", at most: trials stopped early train less" if config.search.scheduler != "fifo" else ""
     rate = f"{work.rate.images_per_s:,.0f} images/s per trial, from {work.rate.source}"
-    return [*lines, f"estimate: {duration(hours)} of trial time, one trial after another; {device} (at {rate}){bound}"]
+    lines.append(f"estimate: {duration(hours)} of trial time, one trial after another; {device} (at {rate}){bound}")
+    if len(work.by_objective) > 1:
+        share = (resources.gpu or resources.cpu) * hours / work.models
+        unit = "GPU-hours" if resources.gpu else "CPU-hours"
+        lines.append(
+            "per objective, at that rate (measured for the beta-VAE; the objectives' own terms are not in it): "
+            + ", ".join(f"{kind} {n} models {n * share:.3g} {unit}" for kind, n in work.by_objective.items())
+        )
+    return lines
 
 
 def duration(hours: float) -> str:

@@ -2,10 +2,10 @@
 
 A trial trains one seed of a configuration, or its seeds together, and
 reports each model's values under `trainables.trial.model_key(seed, ...)`.
-Every model gets its own child run (params `beta`, `capacity`, `seed` and
-every setting; the same metric names and step histories), tagged with the
-Ray trial that trains it, so the analysis and the MLflow UI never need to
-know how many models a trial held.
+Every model gets its own child run (params `objective`, that objective's
+weights, `seed` and every setting; the same metric names and step
+histories), tagged with the Ray trial that trains it, so the analysis and
+the MLflow UI never need to know how many models a trial held.
 
 Every write goes through a `TrackingBuffer`: a tracking server that goes
 away mid-sweep does not stop the trials, their writes are kept in order (and

@@ -198,8 +198,7 @@ class SweepTracking:
             "search.metric": search.metric,
             "search.mode": search.mode,
             "search.seeds": str(search.seeds),
-            "search.beta": str(search.beta),
-            "search.capacity": str(search.capacity),
+            **flatten("search.objectives", {k: {n: str(v) for n, v in w.items()} for k, w in search.objectives.items()}),
             **flatten("", config.trial_settings().model_dump(mode="json")),
             **library_versions(),
         }

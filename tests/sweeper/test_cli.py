@@ -37,13 +37,14 @@ def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
     assert result.exit_code == 0, result.output
     assert "6 trials (30 models)" in result.output
     for beta in (1, 2, 4, 6, 8, 16):
-        assert f"beta={beta}  C_max=0  seeds=[0, 1, 2, 3, 4]" in result.output
+        assert f"beta_vae beta={beta}  seeds=[0, 1, 2, 3, 4] (one packed trial)" in result.output
     assert nothing_created(in_tmp)
 
 
 def test_dry_run_of_many_seeds_prints_a_short_plan(in_tmp):
     betas = ", ".join(str(b) for b in range(1, 21))
-    args = ["launch", str(CONFIGS / "smoke.yaml"), "--dry-run", "--set", f"search.beta=[{betas}]", "--set",
+    args = ["launch", str(CONFIGS / "smoke.yaml"), "--dry-run", "--set",
+            f"search.objectives.beta_vae.beta=[{betas}]", "--set",
             "search.seeds=1000"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -59,9 +60,9 @@ def test_dry_run_of_optuna_describes_the_search(in_tmp):
 
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_config_error_exits_2_and_names_key_and_value(command, in_tmp):
-    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "search.beta=[0]"])
+    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "search.objectives.beta_vae.beta=[0]"])
     assert result.exit_code == 2
-    assert "search.beta = 0.0: must be > 0" in result.output
+    assert "search.objectives.beta_vae.beta = 0: must be > 0" in result.output
     assert nothing_created(in_tmp)
 
 
@@ -179,7 +180,9 @@ def test_a_missing_dataset_file_exits_2_naming_data_path(command, in_tmp):
     assert nothing_created(in_tmp)
 
 
-def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(in_tmp, make_sweep, two_by_three, tune_state):
+def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(
+    in_tmp, make_sweep, two_by_three, tune_state
+):
     # A sweep folder copied from the cluster to a laptop: the dataset file it trained on is not here.
     trials = two_by_three()
     record = make_sweep(in_tmp, trials)

@@ -6,10 +6,9 @@ from ray.tune.search.repeater import TRIAL_INDEX as RAY_TRIAL_INDEX
 
 from trainables.settings import TrialSettings
 from trainables.trial import (
-    OBJECTIVE_KEY,
+    CONFIGURATION_KEY,
     PACK_SEEDS,
     TRIAL_INDEX,
-    WEIGHTS_KEY,
     Configuration,
     ModelSpec,
     TrialSpec,
@@ -47,10 +46,11 @@ def test_pack_lists_its_seeds():
 
 
 def test_a_trial_names_its_objective_and_weights():
-    config = _config(**{OBJECTIVE_KEY: "dip_vae_ii", WEIGHTS_KEY: {"lambda_od": 5.0}, PACK_SEEDS: [0, 1]})
+    config = _config(**{CONFIGURATION_KEY: {"objective": "dip_vae_ii", "weights": {"lambda_od": 5.0}}, PACK_SEEDS: [0, 1]})
     del config["beta"], config["capacity"]
     spec = TrialSpec.from_config(config)
     assert spec.configuration == Configuration.of("dip_vae_ii", {"lambda_od": 5.0})
+    assert spec.configuration.to_config() == config[CONFIGURATION_KEY]
     assert spec.configuration.weight("lambda_od") == 5.0 and spec.configuration.weight("beta") is None
     assert spec.label() == "dip_vae_ii lambda_od=5 seeds=0-1"
 

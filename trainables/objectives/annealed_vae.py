@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 
 from trainables.objectives.base import Objective, capacity_at
+from trainables.settings import OBJECTIVE_WEIGHTS
 
 
 class AnnealedVAE(Objective):
     kind = "annealed_vae"
-    weights = ("gamma", "c_max")
+    weights = OBJECTIVE_WEIGHTS["annealed_vae"]
 
     def __init__(self, gamma: float, c_max: float, capacity_steps: int) -> None:
         self.gamma = float(gamma)

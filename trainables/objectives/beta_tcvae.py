@@ -21,6 +21,7 @@ import math
 import torch
 
 from trainables.objectives.base import Objective
+from trainables.settings import OBJECTIVE_WEIGHTS
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -46,7 +47,7 @@ def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
 
 class BetaTCVAE(Objective):
     kind = "beta_tcvae"
-    weights = ("beta",)
+    weights = OBJECTIVE_WEIGHTS["beta_tcvae"]
 
     def __init__(self, beta: float) -> None:
         self.beta = float(beta)

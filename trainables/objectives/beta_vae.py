@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 
 from trainables.objectives.base import Objective
+from trainables.settings import OBJECTIVE_WEIGHTS
 
 
 class BetaVAE(Objective):
     kind = "beta_vae"
-    weights = ("beta",)
+    weights = OBJECTIVE_WEIGHTS["beta_vae"]
 
     def __init__(self, beta: float) -> None:
         self.beta = float(beta)

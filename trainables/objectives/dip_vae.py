@@ -17,6 +17,7 @@ from abc import abstractmethod
 import torch
 
 from trainables.objectives.base import Objective
+from trainables.settings import OBJECTIVE_WEIGHTS
 
 
 def covariance_of_means(mu: torch.Tensor) -> torch.Tensor:
@@ -39,7 +40,7 @@ def covariance_deviations(covariance: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 class _DIPVAE(Objective):
-    weights = ("lambda_od",)
+    weights = OBJECTIVE_WEIGHTS["dip_vae_i"]
     lambda_d_factor: float
 
     def __init__(self, lambda_od: float) -> None:

@@ -32,6 +32,7 @@ import torch
 from trainables import stacked_adam
 from trainables.objectives.base import Objective, Terms
 from trainables.objectives.discriminator import StackedDiscriminator, discriminator_loss, discriminator_optimizer
+from trainables.settings import OBJECTIVE_WEIGHTS
 
 
 def draw_permutation(generators: Sequence[torch.Generator], batch: int, latent_dim: int) -> torch.Tensor:
@@ -54,7 +55,7 @@ def shuffle_codes(z: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
 
 class FactorVAE(Objective):
     kind = "factor_vae"
-    weights = ("gamma",)
+    weights = OBJECTIVE_WEIGHTS["factor_vae"]
 
     def __init__(
         self, gamma: float, discriminator: StackedDiscriminator, generators: Sequence[torch.Generator]

@@ -145,7 +145,7 @@ def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(t
     steps, report, checkpoint = 300, 25, 100
     with ray_cluster(worker, worker) as (address, env):
         args = smoke_args(address, "--set", "resources.cpu=1", "--set", "resources.gpu=0",
-                          "--set", "search.beta=[4.0]", "--set", "search.seeds=2", "--set", f"training.steps={steps}",
+                          "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", "search.seeds=2", "--set", f"training.steps={steps}",
                           "--set", f"training.report_every={report}", "--set", f"training.checkpoint_every={checkpoint}",
                           "--set", "failure.max_failures=2")
         sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

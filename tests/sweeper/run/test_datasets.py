@@ -21,7 +21,7 @@ SIZES = (1, 3, 2, 4, 8, 8)  # a small grid in the original format: 1,536 images
 
 # One short trial, every metric at small sizes.
 TINY = [
-    "--set", "search.seeds=1", "--set", "search.beta=[4.0]",
+    "--set", "search.seeds=1", "--set", "search.objectives.beta_vae.beta=[4.0]",
     "--set", "training.steps=20", "--set", "training.report_every=10", "--set", "training.checkpoint_every=20",
     "--set", "eval.every=20",
     "--set", "eval.overrides={beta_vae: {num_train: 100, num_eval: 50}, factor_vae: {num_train: 100, num_eval: 50, "

@@ -35,6 +35,7 @@ def test_smoke_sweep_logs_one_parent_and_one_finished_child_per_trial(smoke_swee
     }
     assert len({r.data.tags["ray_trial_id"] for r in children}) == 6
     for run in children:
+        assert run.data.params["objective"] == "beta_vae"
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
@@ -83,8 +84,8 @@ def test_status_reads_the_finished_sweep_from_its_folder(smoke_sweep, sweeper_cl
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, sweeper_cli):
     args = [
         "launch", str(REPO / "configs" / "smoke.yaml"),
-        # beta * |KL - C| overflows float32 for beta = 1e38 once C(t) passes a few nats.
-        "--set", "search.beta=[1.0, 1.0e38]", "--set", "search.capacity=[1000.0]", "--set", "search.seeds=1",
+        # gamma * |KL - C| overflows float32 for gamma = 1e38 once C(t) passes a few nats.
+        "--set", "search.objectives={annealed_vae: {gamma: [1.0, 1.0e38], c_max: [1000.0]}}", "--set", "search.seeds=1",
         "--set", "training.steps=20", "--set", "training.report_every=10",
         "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
     ]
@@ -93,7 +94,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path,
     assert "2 trials, 1 failed" in done.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parents, children = trial_runs(client, "smoke")
-    status = {r.data.params["beta"]: r for r in children}
+    status = {r.data.params["gamma"]: r for r in children}
     assert status["1.0"].info.status == "FINISHED"
     failed = status["1e+38"]
     assert failed.info.status == "FAILED"
@@ -116,8 +117,9 @@ def test_optuna_sweep_repeats_each_configuration_over_the_seeds(tmp_path, sweepe
     assert len(children) == 4
     configs: dict[tuple[str, str], set[str]] = {}
     for run in children:
-        configs.setdefault((run.data.params["beta"], run.data.params["capacity"]), set()).add(run.data.params["seed"])
-        assert 1.0 <= float(run.data.params["beta"]) <= 1000.0
+        assert run.data.params["objective"] == "annealed_vae"
+        configs.setdefault((run.data.params["gamma"], run.data.params["c_max"]), set()).add(run.data.params["seed"])
+        assert 1.0 <= float(run.data.params["gamma"]) <= 1000.0
         assert "disent/mig" in run.data.metrics
     assert list(configs.values()) == [{"0", "1"}, {"0", "1"}]
 
@@ -135,8 +137,8 @@ def test_optuna_sweep_repeats_each_configuration_over_the_seeds(tmp_path, sweepe
 def test_optuna_records_a_configuration_whose_trials_failed_as_failed(tmp_path, sweeper_cli):
     args = [
         "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"),
-        # Categorical beta: 1.0 trains, 1e38 overflows the loss (see the diverging-trial test).
-        "--set", "search.beta=[1.0, 1.0e38]", "--set", "search.capacity=[1000.0]", "--set", "search.sampler=random",
+        # Categorical gamma: 1.0 trains, 1e38 overflows the loss (see the diverging-trial test).
+        "--set", "search.objectives={annealed_vae: {gamma: [1.0, 1.0e38], c_max: [1000.0]}}", "--set", "search.sampler=random",
         "--set", "search.num_samples=4", "--set", "search.seeds=2", "--set", "search.pack_seeds=false",
         "--set", "objective.capacity_steps=100",
         "--set", "training.steps=20", "--set", "training.report_every=10",
@@ -155,7 +157,7 @@ def test_optuna_records_a_configuration_whose_trials_failed_as_failed(tmp_path, 
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
     trials = optuna.load_study(study_name=sweep_dir.name, storage=storage).trials
     assert len(trials) == 4
-    states = {(t.params["beta"], t.state) for t in trials}
+    states = {(t.params["annealed_vae.gamma"], t.state) for t in trials}
     assert states == {(1.0, TrialState.COMPLETE), (1.0e38, TrialState.FAIL)}  # both kinds were drawn
     assert all(t.value is None for t in trials if t.state == TrialState.FAIL)
     assert all(math.isfinite(t.value) for t in trials if t.state == TrialState.COMPLETE)

@@ -23,7 +23,7 @@ CONFIG = str(REPO / "configs" / "optuna_pareto.yaml")
 pytestmark = pytest.mark.sweep
 SEEDS = 3
 TOY = [
-    f"--set=search.seeds={SEEDS}", "--set", "search.capacity=[0.0]", "--set", "search.num_samples=3",
+    f"--set=search.seeds={SEEDS}", "--set", "search.num_samples=3",
     "--set", "resources.cpu=1", "--set", "resources.gpu=0", "--set", "training.batch_size=16",
 ]  # fmt: skip
 
@@ -52,7 +52,7 @@ def seed_means(runs: list, beta: float, metrics: list[str]) -> list[float]:
 def test_two_objectives_are_told_as_seed_means_and_the_study_front_is_shown(tmp_path, sweeper_cli):
     launched = sweeper_cli(
         [
-        "launch", CONFIG, *TOY, "--set", "search.scheduler=fifo", "--set", "search.beta={low: 1.0, high: 64.0}",
+        "launch", CONFIG, *TOY, "--set", "search.scheduler=fifo", "--set", "search.objectives={beta_vae: {beta: {low: 1.0, high: 64.0}}}",
         "--set", "training.steps=40", "--set", "training.report_every=20", "--set", "training.checkpoint_every=40",
         "--set", "eval.every=40", "--set", "eval.metrics=[mig]", "--set", "eval.preset=fast",
         ],
@@ -65,7 +65,7 @@ def test_two_objectives_are_told_as_seed_means_and_the_study_front_is_shown(tmp_
     trials = study_trials(sweep_dir)
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     for trial in trials:  # once each, with both objectives' seed means
-        assert trial.values == pytest.approx(seed_means(runs, trial.params["beta"], ["recon", "disent/mig"]), rel=1e-6)
+        assert trial.values == pytest.approx(seed_means(runs, trial.params["beta_vae.beta"], ["recon", "disent/mig"]), rel=1e-6)
 
     front = read_study(sweep_dir).front
     assert front and {t.number for t in front} <= {t.number for t in trials}
@@ -87,7 +87,7 @@ def test_the_pareto_scheduler_stops_a_dominated_pack_and_optuna_prunes_it(tmp_pa
     # pack (beta 1) with lower loss and recon, and 1 in 3 go on.
     launched = sweeper_cli(
         [
-        "launch", CONFIG, *TOY, "--set", "search.sampler=random", "--set", "search.beta=[1.0, 64.0]",
+        "launch", CONFIG, *TOY, "--set", "search.sampler=random", "--set", "search.objectives={beta_vae: {beta: [1.0, 64.0]}}",
         "--set", "search.metric=[loss, recon]", "--set", "search.mode=[min, min]", "--set", "search.max_concurrent=1",
         "--set", "training.steps=40", "--set", "training.report_every=10", "--set", "training.checkpoint_every=40",
         "--set", "eval.every=10", "--set", "eval.metrics=[]",
@@ -111,5 +111,5 @@ def test_the_pareto_scheduler_stops_a_dominated_pack_and_optuna_prunes_it(tmp_pa
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [10]
     finished = [r for r in runs if r not in stopped]
     for trial in complete:
-        mates = [r for r in finished if float(r.data.params["beta"]) == trial.params["beta"]]
-        assert trial.values == pytest.approx(seed_means(mates, trial.params["beta"], ["loss", "recon"]), rel=1e-6)
+        mates = [r for r in finished if float(r.data.params["beta"]) == trial.params["beta_vae.beta"]]
+        assert trial.values == pytest.approx(seed_means(mates, trial.params["beta_vae.beta"], ["loss", "recon"]), rel=1e-6)

@@ -42,7 +42,7 @@ def model_runs(db: Path, experiment: str) -> list:
 
 
 GRID = [
-    "--set", "search.pack_seeds=true", f"--set=search.seeds={SEEDS}", "--set", "search.beta=[1.0,8.0]",
+    "--set", "search.pack_seeds=true", f"--set=search.seeds={SEEDS}", "--set", "search.objectives.beta_vae.beta=[1.0,8.0]",
     "--set", "training.steps=60", "--set", "training.batch_size=16", "--set", "training.report_every=20",
     "--set", "training.checkpoint_every=60", "--set", "eval.every=60", "--set", "eval.metrics=[mig,sap]",
 ]  # fmt: skip
@@ -85,7 +85,7 @@ def test_packed_grid_gives_one_run_per_model_and_the_analysis_reads_it(tmp_path)
 
 OPTUNA = [
     "--set", "search.pack_seeds=true", f"--set=search.seeds={SEEDS}", "--set", "search.num_samples=2",
-    "--set", "search.beta={low: 1.0, high: 8.0, log: true}", "--set", "search.capacity=[0.0]",
+    "--set", "search.objectives={beta_vae: {beta: {low: 1.0, high: 8.0, log: true}}}",
     "--set", "search.max_concurrent=1", "--set", "resources.cpu=1", "--set", "resources.gpu=0",
     "--set", "training.steps=160", "--set", "training.batch_size=16", "--set", "training.report_every=10",
     "--set", "training.checkpoint_every=20", "--set", "eval.metrics=[]",
@@ -145,6 +145,6 @@ def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(
     trials = optuna.load_study(study_name=sweep_dir.name, storage=storage).trials
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
     for trial in trials:
-        seeds = [r for r in runs if float(r.data.params["beta"]) == trial.params["beta"]]
+        seeds = [r for r in runs if float(r.data.params["beta"]) == trial.params["beta_vae.beta"]]
         assert len(seeds) == SEEDS
         assert trial.value == pytest.approx(np.mean([r.data.metrics["loss"] for r in seeds]), rel=1e-6)

@@ -21,7 +21,7 @@ from sweeper.run.pickles import STATE_KEY_ENV, UNKEYED, covered, digest
 REPO = Path(__file__).resolve().parents[3]
 KEY = "a-key-only-the-driver-knows"
 TINY = [
-    "--set", "search.beta=[4.0]", "--set", "search.seeds=1", "--set", "training.steps=20",
+    "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", "search.seeds=1", "--set", "training.steps=20",
     "--set", "training.report_every=10", "--set", "training.checkpoint_every=20", "--set", "eval.metrics=[]",
     "--set", "search.metric=loss", "--set", "search.mode=min", "--set", "resources.cpu=1",
 ]  # fmt: skip

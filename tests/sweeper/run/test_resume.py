@@ -20,7 +20,7 @@ pytestmark = pytest.mark.sweep
 STEPS, REPORT, CHECKPOINT = 360, 20, 40
 CONFIGURATIONS = 2
 ARGS = [
-    "--set", "search.beta={low: 1.0, high: 8.0, log: true}", "--set", "search.capacity=[0.0]",
+    "--set", "search.objectives={beta_vae: {beta: {low: 1.0, high: 8.0, log: true}}}",
     "--set", f"search.num_samples={CONFIGURATIONS}", "--set", "search.seeds=1", "--set", "search.pack_seeds=false", "--set", "search.max_concurrent=1",
     "--set", "resources.cpu=1", "--set", "resources.gpu=0",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
@@ -99,4 +99,4 @@ def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
     assert len(trials) == CONFIGURATIONS  # none asked for twice, none lost
     assert all(t.state == TrialState.COMPLETE for t in trials)
     tried = {float(r.data.params["beta"]) for r in children}
-    assert tried == {t.params["beta"] for t in trials}  # the runs trained what Optuna was told about
+    assert tried == {t.params["beta_vae.beta"] for t in trials}  # the runs trained what Optuna was told about

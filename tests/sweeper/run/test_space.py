@@ -10,6 +10,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeper.run.space import SeedRepeater
 from trainables.report import TrialReport
+from trainables.trial import Configuration, TrialSpec
 
 SEEDS = 3
 
@@ -99,7 +100,7 @@ def _search_config(sampler: str, scheduler: str, metrics: list[str], pack_seeds:
 
     one = len(metrics) == 1
     search = {
-        "kind": "optuna", "beta": {"low": 1.0, "high": 16.0, "log": True}, "capacity": [0.0], "num_samples": 4,
+        "kind": "optuna", "objectives": {"beta_vae": {"beta": {"low": 1.0, "high": 16.0, "log": True}}}, "num_samples": 4,
         "seeds": 2, "pack_seeds": pack_seeds, "sampler": sampler, "scheduler": scheduler,
         "metric": metrics[0] if one else metrics, "mode": "min" if one else ["min"] * len(metrics),
     }  # fmt: skip
@@ -118,6 +119,10 @@ SEARCHES = [
 ]
 
 
+def beta(suggested: dict) -> float:
+    return TrialSpec.from_config({**suggested, "settings": {"training": {"seed_offset": 0}}}).configuration.weight("beta")
+
+
 @pytest.mark.parametrize(("sampler", "scheduler", "metrics", "pack"), SEARCHES)
 def test_every_searcher_and_scheduler_survives_tunes_pickling(tmp_path, sampler, scheduler, metrics, pack):
     """As Tune saves them: the Tuner's state through ray.cloudpickle, the searcher's checkpoint by `save`."""
@@ -129,12 +134,11 @@ def test_every_searcher_and_scheduler_survives_tunes_pickling(tmp_path, sampler,
     for built in (space.searcher(config, tmp_path, "sweep"), space.scheduler(config)):
         assert type(cloudpickle.loads(cloudpickle.dumps(built))) is type(built)
     search = space.searcher(config, tmp_path, "sweep")
-    search.set_search_properties(None, None, {"beta": space.param_space(config)["beta"]})  # as Tune does
-    assert 1.0 <= search.suggest("t0")["beta"] <= 16.0  # the study exists and has sampled once
+    assert 1.0 <= beta(search.suggest("t0")) <= 16.0  # the study exists and has sampled once
     search.save(str(tmp_path / "searcher.pkl"))
     restored = space.searcher(config, tmp_path, "sweep")
     restored.restore(str(tmp_path / "searcher.pkl"))
-    assert 1.0 <= restored.suggest("t1")["beta"] <= 16.0
+    assert 1.0 <= beta(restored.suggest("t1")) <= 16.0
     space.check_search(config)
 
 
@@ -158,6 +162,46 @@ def test_a_searcher_that_cannot_be_saved_is_an_environment_problem_naming_the_ve
     assert error.value.exit_code == 3
 
 
+def test_a_grid_crosses_each_objectives_own_weights_and_the_seeds():
+    from sweeper.config import validate_config
+    from sweeper.run import space
+
+    objectives = {"annealed_vae": {"gamma": [1000.0], "c_max": [5.0, 25.0]}, "dip_vae_i": {"lambda_od": [1.0, 2.0, 5.0]}}
+    config = validate_config({"name": "g", "search": {"objectives": objectives, "seeds": 2}}, "test")
+    assert [c.label() for c in space.grid_configurations(config)] == [
+        "annealed_vae gamma=1000 c_max=5", "annealed_vae gamma=1000 c_max=25",
+        "dip_vae_i lambda_od=1", "dip_vae_i lambda_od=2", "dip_vae_i lambda_od=5",
+    ]  # fmt: skip
+    assert (space.trial_count(config), space.model_count(config)) == (10, 10)
+    grid = space.param_space(config)["configuration"]["grid_search"]
+    assert grid[0] == {"objective": "annealed_vae", "weights": {"gamma": 1000.0, "c_max": 5.0}}
+
+
+def test_optuna_chooses_an_objective_then_only_its_own_weights():
+    """A conditional space: each weight an Optuna parameter of its own objective."""
+    from sweeper.run.space import ConfigurationSpace
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = ConfigurationSpace({
+        "beta_vae": {"beta": [1.0, 4.0]},
+        "beta_tcvae": {"beta": __import__("sweeper.config", fromlist=["Range"]).Range(low=1.0, high=10.0, log=True)},
+        "annealed_vae": {"gamma": [1000.0], "c_max": [5.0, 25.0]},
+    })  # fmt: skip
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        configuration = Configuration.of(**space(trial)["configuration"])
+        seen.add(configuration.objective)
+        assert set(trial.params) == {"objective"} | {
+            f"{configuration.objective}.{name}" for name, _ in configuration.weights
+            if not (configuration.objective == "annealed_vae" and name == "gamma")  # one value: no parameter
+        }
+        if configuration.objective == "beta_tcvae":
+            assert 1.0 <= configuration.weight("beta") <= 10.0
+        study.tell(trial, 0.0)
+    assert seen == {"beta_vae", "beta_tcvae", "annealed_vae"}
+
+
 # -- the plan `launch --dry-run` and `validate` print ------------------------------------------
 def _plan(search: dict, seeds: int = 1) -> list[str]:
     from sweeper.config import validate_config
@@ -167,27 +211,30 @@ def _plan(search: dict, seeds: int = 1) -> list[str]:
 
 
 def test_a_small_grid_lists_every_configuration_and_its_seeds():
-    assert _plan({"beta": [1.0, 4.0], "capacity": [0.0, 5.0]}, seeds=3) == [
-        "beta=1  C_max=0  seeds=[0, 1, 2]",
-        "beta=1  C_max=5  seeds=[0, 1, 2]",
-        "beta=4  C_max=0  seeds=[0, 1, 2]",
-        "beta=4  C_max=5  seeds=[0, 1, 2]",
+    objectives = {"beta_vae": {"beta": [1.0, 4.0]}, "annealed_vae": {"gamma": [100.0], "c_max": [5.0]}}
+    assert _plan({"objectives": objectives}, seeds=3) == [
+        "beta_vae beta=1  seeds=[0, 1, 2]",
+        "beta_vae beta=4  seeds=[0, 1, 2]",
+        "annealed_vae gamma=100 c_max=5  seeds=[0, 1, 2]",
     ]
 
 
-def test_a_large_grid_and_many_seeds_are_summarised_in_one_line():
+def test_a_large_grid_and_many_seeds_are_summarised():
     # 20 betas x 1000 seeds printed every seed list in full: 20 lines of 1000 numbers each.
-    lines = _plan({"beta": [float(b) for b in range(1, 21)], "pack_seeds": True}, seeds=1000)
+    betas = [float(b) for b in range(1, 21)]
+    lines = _plan({"objectives": {"beta_vae": {"beta": betas}}, "pack_seeds": True}, seeds=1000)
     assert lines == [
-        "grid of 20 configurations: beta in [1, 2, 3, ..., 20] (20 values) x C_max in [0], "
-        "each over seeds=0..999 (1000) (one packed trial each)"
+        "grid of 20 configurations: beta_vae with beta in {1, 2, 3, ..., 20} (20 values)",
+        "each over seeds=0..999 (1000) (one packed trial each)",
     ]
 
 
 def test_an_optuna_plan_summarises_a_long_categorical_list_and_many_seeds():
-    search = {"kind": "optuna", "num_samples": 5, "beta": [float(b) for b in range(1, 101)],
-              "capacity": {"low": 0.0, "high": 50.0}}  # fmt: skip
-    assert _plan(search, seeds=40)[:2] == [
-        "optuna (tpe): 5 configurations of beta in [1, 2, 3, ..., 100] (100 values), C_max in 0 to 50",
+    gamma = {"low": 1.0, "high": 1000.0, "log": True}
+    betas = [float(b) for b in range(1, 101)]
+    objectives = {"beta_vae": {"beta": betas}, "annealed_vae": {"gamma": gamma, "c_max": [0.0, 50.0]}}
+    assert _plan({"kind": "optuna", "num_samples": 5, "objectives": objectives}, seeds=40)[:2] == [
+        "optuna (tpe): 5 configurations of beta_vae with beta in {1, 2, 3, ..., 100} (100 values); "
+        "annealed_vae with gamma in [1, 1000] (log), c_max in {0, 50}",
         "each repeated over seeds=0..39 (40); optimising the seeds' mean loss (min)",
     ]

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[3]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 # Two trials of a short training without evaluations: the tracking is what is under test.
 TINY = [
-    "--set", "search.beta=[1.0]", "--set", "search.seeds=2", "--set", "eval.metrics=[]",
+    "--set", "search.objectives.beta_vae.beta=[1.0]", "--set", "search.seeds=2", "--set", "eval.metrics=[]",
     "--set", "search.metric=loss", "--set", "search.mode=min", "--set", "resources.cpu=1",
     "--set", "training.batch_size=8",
 ]  # fmt: skip
