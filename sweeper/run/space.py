@@ -299,7 +299,7 @@ def scheduler(config: SweepConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
-PLAN_LINES = 12  # a grid of more configurations is described by its space, not one line each
+PLAN_LINES = 40  # a grid of more configurations (the study has 36) is described by its space, not line by line
 LISTED = 8  # values listed in full; a longer list shows its first and last values and its length
 
 
@@ -308,19 +308,20 @@ def describe_plan(config: SweepConfig) -> list[str]:
     search; long lists of values and seeds are summarised."""
     search = config.search
     span = _seed_span(seeds(config))
-    space = "; ".join(
+    spaces = [
         f"{kind} with " + ", ".join(f"{name} in {_shown(values)}" for name, values in weights.items())
         for kind, weights in search.objectives.items()
-    )
+    ]
     if search.kind == "grid" and configuration_count(config) <= PLAN_LINES:
         packed = " (one packed trial)" if search.pack_seeds else ""
         return [f"{c.label()}  seeds={span}{packed}" for c in grid_configurations(config)]
     if search.kind == "grid":
         packed = " (one packed trial each)" if search.pack_seeds else ""
-        return [f"grid of {configuration_count(config)} configurations: {space}", f"each over seeds={span}{packed}"]
+        count = f"grid of {configuration_count(config)} configurations, each over seeds={span}{packed}:"
+        return [count, *(f"  {space}" for space in spaces)]
     how = "trained together as one packed trial" if search.pack_seeds else "repeated"
     return [
-        f"optuna ({search.sampler}): {search.num_samples} configurations of {space}",
+        f"optuna ({search.sampler}): {search.num_samples} configurations of {'; '.join(spaces)}",
         f"each {how} over seeds={span}; optimising the seeds' mean {search.metrics_text()}",
         *([f"stopping trials early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
           if search.scheduler != "fifo" else []),

@@ -42,13 +42,13 @@ def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
 
 
 def test_dry_run_of_many_seeds_prints_a_short_plan(in_tmp):
-    betas = ", ".join(str(b) for b in range(1, 21))
+    betas = ", ".join(str(b) for b in range(1, 51))
     args = ["launch", str(CONFIGS / "smoke.yaml"), "--dry-run", "--set",
             f"search.objectives.beta_vae.beta=[{betas}]", "--set",
             "search.seeds=1000"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "20000 trials" in result.output and "seeds=0..999 (1000)" in result.output
+    assert "50000 trials" in result.output and "seeds=0..999 (1000)" in result.output
     assert len(result.output.splitlines()) < 10 and "997, 998" not in result.output
 
 

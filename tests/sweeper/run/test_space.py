@@ -220,12 +220,12 @@ def test_a_small_grid_lists_every_configuration_and_its_seeds():
 
 
 def test_a_large_grid_and_many_seeds_are_summarised():
-    # 20 betas x 1000 seeds printed every seed list in full: 20 lines of 1000 numbers each.
-    betas = [float(b) for b in range(1, 21)]
+    # 50 betas x 1000 seeds printed every seed list in full: 50 lines of 1000 numbers each.
+    betas = [float(b) for b in range(1, 51)]
     lines = _plan({"objectives": {"beta_vae": {"beta": betas}}, "pack_seeds": True}, seeds=1000)
     assert lines == [
-        "grid of 20 configurations: beta_vae with beta in {1, 2, 3, ..., 20} (20 values)",
-        "each over seeds=0..999 (1000) (one packed trial each)",
+        "grid of 50 configurations, each over seeds=0..999 (1000) (one packed trial each):",
+        "  beta_vae with beta in {1, 2, 3, ..., 50} (50 values)",
     ]
 
 
