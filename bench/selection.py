@@ -44,12 +44,12 @@ LATENTS = 10
 HISTORY = 5  # reports per run before the final one
 REPEATS = 3
 SCORES = tuple(f"disent/{name}" for outputs in METRIC_OUTPUTS.values() for name in outputs)
-TRAINING = ("loss", "recon", "kl", "capacity", "active_latents", "images_per_sec", "step")
+TRAINING = ("loss", "recon", "kl", "active_latents", "images_per_sec", "step")
 
 
 def trial_params(beta: float, seed: int) -> dict[str, str]:
-    """What a trial's run records: the searched values and about fifty settings, as strings."""
-    params = {"beta": str(beta), "capacity": "0.0", "seed": str(seed), "trial_index": str(seed)}
+    """What a model's run records: its configuration, seed and about fifty settings, as strings."""
+    params = {"objective": "beta_vae", "beta": str(beta), "seed": str(seed), "trial_index": str(seed)}
     params.update({f"setting.{i}": str(i) for i in range(40)})
     params.update({"model.latent_dim": str(LATENTS), "data.name": "dsprites"})
     return params
@@ -84,7 +84,7 @@ def make_sweep(uri: str, configurations: int) -> SweepRef:
                 "ray_trial_id": f"t{index:04d}_{seed}",
                 "checkpoint": f"/sweeps/{SWEEP_ID}/t{index:04d}_{seed}/checkpoint_000001",
             }
-            run = client.create_run(experiment, run_name=f"beta={beta:g} seed={seed}", tags=tags).info.run_id
+            run = client.create_run(experiment, run_name=f"beta_vae beta={beta:g} seed={seed}", tags=tags).info.run_id
             client.log_batch(
                 run,
                 metrics=trial_metrics(rng, beta, now),

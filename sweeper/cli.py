@@ -60,7 +60,7 @@ def launch(
         typer.Option(min=1e-6, help="images/s per trial for the estimate; default: docs/benchmarks.md"),
     ] = None,
 ) -> None:
-    """Start a sweep: Ray Tune trials of beta-VAE training, tracked in MLflow."""
+    """Start a sweep: Ray Tune trials of VAE training (the study's objectives), tracked in MLflow."""
     from sweeper.config import check_machine, load_config
     from sweeper.run.summary import print_plan
 
@@ -150,7 +150,7 @@ def select(
     tracking_uri: TrackingOpt = None,
     udr: UdrOpt = True,
 ) -> None:
-    """Pick the models of a sweep (beta trade-off, seed sensitivity, UDR) and tag them in MLflow."""
+    """Pick the models of a sweep (each objective's trade-off, seed sensitivity, UDR) and tag them in MLflow."""
     from sweeper.analyse.results import locate_sweep
     from sweeper.analyse.tagging import print_selection, select_and_tag
     from sweeper.tracking.client import connect
@@ -208,7 +208,7 @@ def export(
     ] = False,
     picks: Annotated[
         Optional[str],
-        typer.Option(help="export the runs `sweeper select` tagged: 'all' or one kind (beta_tradeoff, ...)"),
+        typer.Option(help="export the runs `sweeper select` tagged: 'all' or one kind (tradeoff, ...)"),
     ] = None,
     run: Annotated[Optional[list[str]], typer.Option("--run", help="export this run id (repeatable)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace the target folder if it exists")] = False,

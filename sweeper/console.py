@@ -21,8 +21,9 @@ class TrialRow:
     last_result: dict[str, Any]
     error: str | None
 
-    def sort_key(self) -> tuple[float, float, int]:
-        return self.spec.beta, self.spec.capacity, self.spec.seeds[0]
+    def sort_key(self) -> tuple:
+        configuration = self.spec.configuration
+        return configuration.objective, configuration.weights, self.spec.seeds[0]
 
 
 def fmt(value: object) -> str:
@@ -32,9 +33,9 @@ def fmt(value: object) -> str:
 def trial_table(rows: Sequence[TrialRow], metric: str | None) -> str:
     """A plain-text table, a row per trial; a pack's values are its seed means."""
     keys = [*TABLE_TERMS, *([metric] if metric and metric not in TABLE_TERMS else [])]
-    columns = ["trial", "status", "beta", "C_max", "seed", *keys]
+    columns = ["trial", "status", "configuration", "seed", *keys]
     body = [
-        [t.trial_id, t.status, fmt(t.spec.beta), fmt(t.spec.capacity), t.spec.seed_span()]
+        [t.trial_id, t.status, t.spec.configuration.label(), t.spec.seed_span()]
         + [fmt(t.last_result.get(k, "-")) for k in keys]
         for t in rows
     ]

@@ -33,6 +33,9 @@ SELECTED_BY_TAG = "selected.by"  # on the parent run: the score the current pick
 # kind and each of that objective's weights under the study's name (`beta`, `gamma`, `c_max`, `lambda_od`).
 OBJECTIVE_PARAM, SEED_PARAM = "objective", "seed"
 LEGACY_BETA_PARAM, LEGACY_CAPACITY_PARAM = "beta", "capacity"  # what runs of earlier releases have instead
+# Every objective's weights (`trainables.objectives.WEIGHTS`, pinned to it by a test), in one order that keeps
+# each objective's own (AnnealedVAE's gamma before c_max): the readers need the names without loading torch.
+WEIGHT_PARAMS = ("beta", "gamma", "c_max", "lambda_od")
 TRIAL_INDEX_PARAM = "trial_index"
 LATENT_DIM_PARAM = "model.latent_dim"
 VERSION_PARAM_PREFIX = "version."  # library versions: `version.torch`, ...

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainables.trial import Configuration
+from trainables.trial import Configuration, ModelSpec
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer.pt"
@@ -62,6 +62,12 @@ def check_identity(folder: str | Path, state: dict[str, Any], expected: dict[str
         raise ValueError(f"checkpoint {folder} belongs to {shown(saved)}, not to {shown(expected)}")
 
 
+def model_identity(model: ModelSpec) -> dict[str, Any]:
+    """What a checkpoint of `model` must name, to compare with its `saved_identity`."""
+    configuration = model.configuration
+    return {"objective": configuration.objective, "weights": dict(configuration.weights), "seed": model.seed}
+
+
 def saved_identity(state: dict[str, Any]) -> dict[str, Any]:
     """The model a checkpoint's state was saved for: objective, weights and seed.
 
@@ -70,4 +76,4 @@ def saved_identity(state: dict[str, Any]) -> dict[str, Any]:
     if "objective" in state:
         return {"objective": state["objective"], "weights": state["weights"], "seed": state["seed"]}
     configuration = Configuration.from_beta_and_capacity(state["beta"], state["capacity_max"])
-    return {"objective": configuration.objective, "weights": dict(configuration.weights), "seed": state["seed"]}
+    return model_identity(ModelSpec(configuration, state["seed"]))

@@ -3,8 +3,9 @@
 An exported model is a folder:
 
 - `model.safetensors`: the weights, nothing else (no pickled objects);
-- `config.json`: the architecture and latent size, the objective (beta, C_max),
-  the seed, the data and the library versions it was trained with;
+- `config.json`: the architecture and latent size, the objective (its kind
+  and weights; folders of earlier releases name beta and C_max instead), the
+  seed, the data and the library versions it was trained with;
 - `metrics.json`, `MODEL_CARD.md`, `traversal.png`: what `sweeper export` adds;
 - `manifest.json`: the size and sha256 of every other file.
 
@@ -36,6 +37,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainables.model import BetaVAE, model_sizes
+from trainables.objectives.registry import WEIGHTS
+from trainables.trial import Configuration
 
 FORMAT = "beta-sweeper-export"
 FORMAT_VERSION = 1
@@ -103,6 +106,7 @@ def save_exported(folder: str | Path, weights: Mapping[str, torch.Tensor], confi
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **config}
+    read_configuration(config)
     check_fits(config, tensors)
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     os.chmod(folder / WEIGHTS_FILE, 0o644)  # readable like the other files, whatever safetensors chose
@@ -231,22 +235,68 @@ def _size(spec: Mapping[str, Any], key: str, default: int | None, most: int) -> 
     return value
 
 
+def read_configuration(config: Mapping[str, Any]) -> Configuration:
+    """The objective and weights config.json names: `objective.kind` and `objective.weights`, or, in a
+    folder of an earlier release, `objective.beta` and `objective.capacity_max`."""
+    spec = config.get("objective")
+    if not isinstance(spec, Mapping):
+        raise ExportError(f"{CONFIG_FILE}: no object 'objective'")
+    if "kind" not in spec:
+        legacy = {key: spec.get(key) for key in ("beta", "capacity_max")}
+        for key, value in legacy.items():
+            _number(f"objective.{key}", value)
+        return Configuration.from_beta_and_capacity(legacy["beta"], legacy["capacity_max"])
+    kind, weights = spec["kind"], spec.get("weights")
+    if kind not in WEIGHTS:
+        raise ExportError(f"{CONFIG_FILE}: objective.kind = {repr(kind)[:40]} is none of {sorted(WEIGHTS)}")
+    if not isinstance(weights, Mapping) or sorted(weights) != sorted(WEIGHTS[kind]):
+        shown = sorted(weights) if isinstance(weights, Mapping) else repr(weights)[:40]
+        raise ExportError(f"{CONFIG_FILE}: objective.weights = {shown}; {kind} takes {list(WEIGHTS[kind])}")
+    for name in WEIGHTS[kind]:
+        _number(f"objective.weights.{name}", weights[name])
+    return Configuration.of(kind, {name: weights[name] for name in WEIGHTS[kind]})
+
+
+def _number(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+        raise ExportError(f"{CONFIG_FILE}: {key} = {repr(value)[:40]} must be a finite number")
+
+
 # -- loading ------------------------------------------------------------------------------
 
 
 class ExportedModel:
-    """A loaded exported model: a BetaVAE in eval mode on the CPU with its config and metrics.
+    """A loaded exported model: a BetaVAE in eval mode on the CPU with its config, metrics and the
+    objective it was trained with.
 
     Images are float tensors (n, C, 64, 64) in [0, 1]; codes are posterior means (n, D).
     Everything is in memory once loaded: `path` is where it was read from, which
     may be a temporary folder that is gone by now.
     """
 
-    def __init__(self, model: BetaVAE, config: dict[str, Any], metrics: dict[str, Any] | None, path: Path) -> None:
+    def __init__(
+        self,
+        model: BetaVAE,
+        config: dict[str, Any],
+        metrics: dict[str, Any] | None,
+        path: Path,
+        configuration: Configuration,
+    ) -> None:
         self.model = model.eval()
         self.config = config
         self.metrics = metrics
         self.path = path
+        self.configuration = configuration
+
+    @property
+    def objective(self) -> str:
+        """The objective's kind: beta_vae, annealed_vae, factor_vae, dip_vae_i, dip_vae_ii or beta_tcvae."""
+        return self.configuration.objective
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The objective's weights by the study's names (beta, gamma, c_max, lambda_od)."""
+        return dict(self.configuration.weights)
 
     @property
     def latent_dim(self) -> int:
@@ -334,6 +384,10 @@ def load_exported(path: str | Path) -> ExportedModel:
             f"expected {FORMAT!r} version {FORMAT_VERSION}"
         )
     try:
+        configuration = read_configuration(config)
+    except ExportError as exc:
+        raise ExportError(f"{folder}: {exc}") from None
+    try:
         weights = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ExportError(f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({exc})") from None
@@ -343,7 +397,7 @@ def load_exported(path: str | Path) -> ExportedModel:
         raise ExportError(f"{folder}: {exc}") from None
     model.load_state_dict(weights)
     metrics = _read_json(folder / METRICS_FILE) if METRICS_FILE in manifest["files"] else None
-    return ExportedModel(model, config, metrics, folder)
+    return ExportedModel(model, config, metrics, folder, configuration)
 
 
 def replace_folder(staging: Path, target: Path, force: bool) -> None:

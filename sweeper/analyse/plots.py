@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from sweeper.analyse.checkpoints import decode
-from sweeper.analyse.selection import column, configurations
+from sweeper.analyse.selection import TradeOff, column, configurations, optional_column, rows_of, tradeoffs
 from trainables.model import BetaVAE
+from trainables.trial import Configuration
 
 TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)  # prior standard deviations either side of the code
 DPI = 100
-MAX_TICKS = 8  # configuration labels along a panel before they overlap
+SIDE_BY_SIDE = 12  # configurations a score panel may hold beside another; more get a row of their own
 MAX_INCHES = 40  # the tallest figure, whatever the number of picked models
 
 
@@ -36,51 +36,85 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _beta_norm(betas: np.ndarray) -> Normalize:
-    """A log colour scale over the betas (beta > 0 always), or a flat one for a single value."""
-    low, high = float(np.nanmin(betas)), float(np.nanmax(betas))
-    return LogNorm(low, high) if high > low else Normalize(low - 1, high + 1)
-
-
-def configuration_label(beta: float, capacity: float, with_capacity: bool) -> str:
-    return f"β={beta:g}\nC={capacity:g}" if with_capacity else f"β={beta:g}"
-
-
 def rate_distortion(table: pa.Table, path: Path) -> Path:
-    """KL (rate) against reconstruction (distortion) of every trial, coloured by beta."""
-    betas = column(table, "beta")
+    """KL (rate) against reconstruction (distortion) of every trial, one colour per objective."""
+    keys, labels = configurations(table)
+    kl, recon = column(table, "kl"), column(table, "recon")
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
-    points = ax.scatter(column(table, "kl"), column(table, "recon"), c=betas, norm=_beta_norm(betas), cmap="viridis")
-    bar = fig.colorbar(points, ax=ax, label="β")
-    values = np.unique(betas[np.isfinite(betas)])
-    ticks = values if len(values) <= 10 else np.geomspace(values[0], values[-1], 6)
-    bar.set_ticks(ticks, labels=[f"{b:.3g}" for b in ticks])
-    bar.minorticks_off()
+    for colour, tradeoff in enumerate(tradeoffs(keys)):
+        members = rows_of(keys, labels, tradeoff.configurations)
+        ax.scatter(kl[members], recon[members], color=f"C{colour}", label=tradeoff.name, alpha=0.8)
+    ax.legend(title="objective", fontsize=8)
     ax.set(xlabel="KL (nats)", ylabel="reconstruction (nats per image)", title="Rate–distortion")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def scores_vs_beta(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
-    """One panel per score: a box per configuration with every seed as a point on it."""
+def tradeoff(table: pa.Table, score: str, path: Path) -> Path:
+    """Each objective's trade-off along its swept weight: the score (left) and the reconstruction (right)
+    of every seed as a point, their medians joined by a line."""
     keys, labels = configurations(table)
-    with_capacity = len({c for _, c in keys}) > 1
-    every = -(-len(keys) // MAX_TICKS)  # label every configuration, or every n-th of many
-    ticks = [configuration_label(b, c, with_capacity) if i % every == 0 else "" for i, (b, c) in enumerate(keys)]
-    cols = max(1, min(3, len(scores)))
+    groups = tradeoffs(keys)
+    fig = Figure(figsize=(9, 3 * max(1, len(groups))), layout="constrained")
+    axes = fig.subplots(max(1, len(groups)), 2, squeeze=False)
+    for row, group in zip(axes, groups):
+        x = np.array(group.positions())
+        for ax, name in zip(row, (score, "recon")):
+            values = optional_column(table, name)
+            medians = []
+            for position, key in zip(x, group.configurations):
+                seeds = values[rows_of(keys, labels, [key]) & np.isfinite(values)]
+                ax.scatter(np.full(seeds.size, position), seeds, s=14, alpha=0.6, color="C1", zorder=3)
+                medians.append(np.median(seeds) if seeds.size else np.nan)
+            ax.plot(x, medians, marker="o", color="C0", label="median over seeds")
+            if group.swept is None:
+                ax.set_xticks(x, [_tick(group, c) for c in group.configurations], rotation=30, ha="right", fontsize=7)
+            elif x.min() > 0 and x.max() >= 10 * x.min():
+                ax.set_xscale("log")
+            ax.set(xlabel=group.axis_label(), ylabel=short(name), title=f"{group.name}: {short(name)}")
+            ax.grid(alpha=0.3)
+    if not groups:
+        axes[0][0].set_title("No finished trial")
+    return _save(fig, path)
+
+
+def _tick(tradeoff: TradeOff, configuration: Configuration) -> str:
+    """A configuration on its objective's axis: the swept weight's value, else all its weights."""
+    if tradeoff.swept is not None:
+        return f"{configuration.weight(tradeoff.swept):g}"
+    return " ".join(f"{name}={value:g}" for name, value in configuration.weights)
+
+
+def scores_by_configuration(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
+    """One panel per score: a box per configuration with every seed as a point on it, each objective's
+    configurations together along its swept weight and named above them."""
+    keys, labels = configurations(table)
+    groups = tradeoffs(keys)
+    order = [c for group in groups for c in group.configurations]
+    ticks = [_tick(group, c) for group in groups for c in group.configurations]
+    cols = max(1, min(3, len(scores))) if len(order) <= SIDE_BY_SIDE else 1
     rows = max(1, -(-len(scores) // cols))
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(max(4.2, 0.35 * len(order)) * cols, 3.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     jitter = np.random.default_rng(0)
     for ax, score in zip(axes, scores):
         values = column(table, score)
-        groups = [values[(labels == i) & np.isfinite(values)] for i in range(len(keys))]
-        ax.boxplot(groups, positions=range(len(keys)), widths=0.5, showfliers=False)
-        for i, group in enumerate(groups):
+        seeds = [values[rows_of(keys, labels, [c]) & np.isfinite(values)] for c in order]
+        ax.boxplot(seeds, positions=range(len(order)), widths=0.5, showfliers=False)
+        for i, group in enumerate(seeds):
             ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=14, alpha=0.7, color="C1", zorder=3)
-        ax.set_xticks(range(len(keys)), ticks, fontsize=8)
-        ax.set_title(short(score), fontsize=10)
+        start = 0
+        for group in groups:
+            end = start + len(group.configurations)
+            if start:
+                ax.axvline(start - 0.5, color="grey", linewidth=0.8)
+            ax.text((start + end - 1) / 2, 1.01, f"{group.name} ({group.axis_label()})", fontsize=7,
+                    ha="center", va="bottom", transform=ax.get_xaxis_transform())
+            start = end
+        wide = any(len(tick) > 4 for tick in ticks)
+        ax.set_xticks(range(len(order)), ticks, fontsize=7, rotation=90 if wide else 0)
+        ax.set_title(short(score), fontsize=10, pad=14)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(scores) :]:
         ax.set_visible(False)

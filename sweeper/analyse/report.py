@@ -29,11 +29,10 @@ from mlflow.tracking import MlflowClient
 from sweeper.analyse import plots, selection
 from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.results import SweepRef, metric_names, write_parquet
-from sweeper.analyse.selection import Pick, Picks
-from sweeper.analyse.tagging import Selection
+from sweeper.analyse.selection import Pick, Picks, configuration_order
+from sweeper.analyse.tagging import Selection, tradeoff_caption
 from sweeper.errors import ConfigError, EnvironmentProblem
 from sweeper.tags import PICK_ROLE_TAG, REPORT_ARTIFACTS
-from trainables.trial import ModelSpec
 
 RECONSTRUCTED = 8  # observations shown with their reconstructions
 SWEEP_TERMS = ("recon", "kl")  # in the rate-distortion figure; the score panels show the rest
@@ -57,10 +56,12 @@ def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Calla
     correlations = selection.rank_correlations(done, scores)
     write_parquet(chosen.table, out / "results.parquet")
 
-    echo("figures: rate-distortion, scores, correlations, KL per latent")
+    echo("figures: rate-distortion, trade-offs, scores, correlations, KL per latent")
+    others = [s for s in scores if s not in SWEEP_TERMS]
     figures = {
         "rate_distortion": plots.rate_distortion(done, out / "rate_distortion.png"),
-        "scores": plots.scores_vs_beta(done, [s for s in scores if s not in SWEEP_TERMS], out / "scores_vs_beta.png"),
+        "tradeoff": plots.tradeoff(done, picks.by, out / "tradeoff.png"),
+        "scores": plots.scores_by_configuration(done, others, out / "scores_by_configuration.png"),
         "correlations": plots.correlation_heatmap(scores, correlations, out / "score_correlations.png"),
         "kl": _kl_heatmap(done, picks, out / "kl_per_latent.png"),
     }
@@ -133,7 +134,7 @@ def _kl_names(table: pa.Table) -> list[str]:
 
 
 def model_title(pick: Pick, roles: str) -> str:
-    return f"{ModelSpec(pick.beta, pick.capacity, pick.seed).label()} ({roles})"
+    return f"{pick.model().label()} ({roles})"
 
 
 def _kl_heatmap(done: pa.Table, picks: Picks, path: Path) -> Path:
@@ -141,7 +142,7 @@ def _kl_heatmap(done: pa.Table, picks: Picks, path: Path) -> Path:
     names = _kl_names(done)
     rows = {row["run_id"]: row for row in done.select(["run_id", *names]).to_pylist()}
     roles = picks.tags()
-    runs = sorted(picks.runs().items(), key=lambda item: (item[1].beta, item[1].capacity, item[1].seed))
+    runs = sorted(picks.runs().items(), key=lambda item: (configuration_order(item[1].configuration), item[1].seed))
     kl = np.array([[rows[run][name] for name in names] for run, _ in runs], dtype=np.float64)
     labels = [model_title(pick, roles[run][PICK_ROLE_TAG]) for run, pick in runs]
     return plots.kl_per_latent(kl, labels, path)
@@ -173,7 +174,7 @@ def _model_figures(
         echo(f"figures: {title}")
         codes, kl = encode(model, images)
         # The run id too: two Optuna configurations may print alike.
-        stem = f"model_{ModelSpec(pick.beta, pick.capacity, pick.seed).file_stem()}_{run[:6]}"
+        stem = f"model_{pick.model().file_stem()}_{run[:6]}"
         figures.append(plots.model_traversal(model, codes[0], kl, rows[run], title, out / f"{stem}_traversal.png"))
         figures.append(
             plots.reconstructions(model, images[:, 0].numpy(), codes, title, out / f"{stem}_reconstruction.png")
@@ -225,29 +226,36 @@ def _sections(
     else:
         udr.text += " No trial has a UDR in this report."
     kl_names = set(_kl_names(done))
+    tradeoffs = selection.tradeoff_tables(done, picks)
     return [
         Section(
-            "β trade-off",
-            "Each configuration's median-seed model by the chosen score; configurations on the Pareto front of "
-            "median reconstruction against median score are marked."
+            "Trade-off of each objective",
+            "Each objective's configurations along the weight the sweep varies for it, each by its median-seed "
+            "model under the chosen score; the pareto column marks the configurations on the objective's own "
+            "Pareto front of median reconstruction against median score."
+            + (
+                " With several objectives, pareto_overall marks those on the front of all configurations."
+                if len(tradeoffs) > 1
+                else ""
+            )
             + (
                 ""
                 if picks.study_front is None
                 else " The study_front column marks those on the Optuna study's own Pareto front of the search "
                 "objectives (the seed means it was told), which the search itself aimed at."
             ),
-            tables=[("Configurations", selection.configuration_summary(done, picks))],
-            images=[figures["rate_distortion"], figures["scores"]],
+            tables=[(tradeoff_caption(tradeoff, picks.by), table) for tradeoff, table in tradeoffs],
+            images=[figures["tradeoff"], figures["rate_distortion"], figures["scores"]],
         ),
         Section(
             "Seed sensitivity",
-            "Best, median and worst seed of each configuration by the chosen score; the share of each score's "
-            "variance explained by the configuration (one-way ANOVA η²) and left to the seed; and how alike the "
-            "scores rank the trials.",
+            "Best, median and worst seed of each configuration by the chosen score; within each objective, the "
+            "share of each score's variance explained by the configuration (one-way ANOVA η² over that "
+            "objective's configurations) and left to the seed; and how alike the scores rank the trials.",
             tables=[
                 ("Seeds of each configuration", selection.seed_table(picks)),
                 (
-                    "Variance explained by the configuration vs left to the seed",
+                    "Variance within each objective: explained by the configuration vs left to the seed",
                     selection.variance_shares(done, scores),
                 ),
             ],

@@ -1,15 +1,19 @@
 """A sweep's trials as one Arrow table, read from MLflow.
 
-Every trial's child run carries its searched values as params, its final
-metrics and its checkpoint folder as a tag, so one paged `search_runs` over
-the sweep's tag returns everything a selection needs: no per-run calls, which
+Every model's child run carries its configuration as params (the objective's
+kind as `objective`, its weights under the study's names), its final metrics
+and its checkpoint folder as a tag, so one paged `search_runs` over the
+sweep's tag returns everything a selection needs: no per-run calls, which
 keeps a sweep of thousands of trials to a few seconds.
 
-The table has one row per trial: the columns of `TRIAL_COLUMNS`, then one
-float64 column per metric any trial reported (null where a trial did not). A
-metric named like a trial column is stored as `metric.<name>`: the trainer
-reports the current capacity C(t) as `capacity`, and the `capacity` column is
-the searched C_max.
+The table has one row per model: the columns of `TRIAL_COLUMNS` (the
+objective, then one column per weight name of any objective, null where the
+row's objective has no such weight), then one float64 column per metric any
+trial reported (null where a trial did not). A metric named like a trial
+column would be stored as `metric.<name>`. Runs of earlier releases record
+`beta` and `capacity` (C_max) instead of an objective; their rows hold the
+configuration those trained (`Configuration.from_beta_and_capacity`), so the
+analysis sees one kind of row.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import pyarrow.parquet as pq
 from sweeper.errors import EnvironmentProblem
 from sweeper.record import SweepRecord, find_sweep
 from sweeper.tags import (
-    LEGACY_BETA_PARAM,
-    LEGACY_CAPACITY_PARAM,
     CHECKPOINT_TAG,
     ERROR_TAG,
     LATENT_DIM_PARAM,
+    LEGACY_BETA_PARAM,
+    LEGACY_CAPACITY_PARAM,
+    OBJECTIVE_PARAM,
     PICK_ROLE_TAG,
     ROLE_SWEEP,
     ROLE_TAG,
@@ -39,8 +44,9 @@ from sweeper.tags import (
     SELECTED_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
+    WEIGHT_PARAMS,
 )
-from trainables.trial import ModelSpec
+from trainables.trial import Configuration, ModelSpec
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -55,8 +61,8 @@ TRIAL_SCHEMA = pa.schema(
         ("run_name", pa.string()),
         ("trial_id", pa.string()),
         ("status", pa.string()),
-        ("beta", pa.float64()),
-        ("capacity", pa.float64()),
+        ("objective", pa.string()),
+        *((name, pa.float64()) for name in WEIGHT_PARAMS),
         ("seed", pa.int64()),
         ("latent_dim", pa.int64()),
         ("checkpoint", pa.string()),
@@ -66,6 +72,7 @@ TRIAL_SCHEMA = pa.schema(
     ]
 )
 TRIAL_COLUMNS: tuple[str, ...] = tuple(TRIAL_SCHEMA.names)
+CONFIGURATION_COLUMNS = ("objective", *WEIGHT_PARAMS)  # what a row's configuration is read from
 
 
 @dataclass(frozen=True)
@@ -147,18 +154,38 @@ def _int(text: str | None) -> int | None:
     return None if value is None else int(value)
 
 
+def run_configuration(run: Run) -> Configuration:
+    """The configuration a run trained: its `objective` and weights, or, for a run of an earlier release,
+    the one its `beta` and `capacity` name."""
+    params = run.data.params
+    if OBJECTIVE_PARAM in params:
+        weights = {name: _float(params.get(name)) for name in WEIGHT_PARAMS if name in params}
+        bad = {name: params[name] for name, value in weights.items() if value is None}
+        if not bad:
+            return Configuration.of(params[OBJECTIVE_PARAM], weights)
+        problem = f"weights that are not numbers: {bad}"
+    else:
+        beta, capacity = _float(params.get(LEGACY_BETA_PARAM)), _float(params.get(LEGACY_CAPACITY_PARAM))
+        if beta is not None and capacity is not None:
+            return Configuration.from_beta_and_capacity(beta, capacity)
+        problem = f"no param {OBJECTIVE_PARAM!r}, nor {LEGACY_BETA_PARAM!r} and {LEGACY_CAPACITY_PARAM!r} as numbers"
+    raise EnvironmentProblem(f"run {run.info.run_id} ({run.info.run_name}): {problem}; not a model run of a sweep")
+
+
 def runs_table(runs: Iterable[Run]) -> pa.Table:
     """One row per run; columns `TRIAL_COLUMNS` then every metric (float64, null where not reported)."""
     rows: dict[str, list] = {name: [] for name in TRIAL_COLUMNS}
     metrics: list[dict[str, float]] = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
+        configuration = run_configuration(run)
         rows["run_id"].append(run.info.run_id)
         rows["run_name"].append(run.info.run_name)
         rows["trial_id"].append(tags.get(TRIAL_TAG))
         rows["status"].append(run.info.status)
-        rows["beta"].append(_float(params.get(LEGACY_BETA_PARAM)))
-        rows["capacity"].append(_float(params.get(LEGACY_CAPACITY_PARAM)))
+        rows["objective"].append(configuration.objective)
+        for name in WEIGHT_PARAMS:
+            rows[name].append(configuration.weight(name))
         rows["seed"].append(_int(params.get(SEED_PARAM)))
         rows["latent_dim"].append(_int(params.get(LATENT_DIM_PARAM)))
         rows["checkpoint"].append(tags.get(CHECKPOINT_TAG))
@@ -171,16 +198,23 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
     columns += [pa.array([m.get(name) for m in metrics], pa.float64()) for name in names]
     renamed = [f"metric.{name}" if name in TRIAL_COLUMNS else name for name in names]
     table = pa.Table.from_arrays(columns, names=list(TRIAL_COLUMNS) + renamed)
-    return table.sort_by([("beta", "ascending"), ("capacity", "ascending"), ("seed", "ascending")])
+    return table.sort_by([(name, "ascending") for name in (*CONFIGURATION_COLUMNS, "seed")])
 
 
 def read_results(client: MlflowClient, ref: SweepRef) -> pa.Table:
     return runs_table(trial_runs(client, ref))
 
 
+def row_configuration(row: dict) -> Configuration:
+    """The configuration of a results row: its objective and the weights it has (in `WEIGHT_PARAMS` order,
+    which is each objective's own)."""
+    weights = {name: row[name] for name in WEIGHT_PARAMS if row.get(name) is not None}
+    return Configuration.of(row["objective"], weights)
+
+
 def row_model(row: dict) -> ModelSpec:
     """The model a results row describes."""
-    return ModelSpec(row["beta"], row["capacity"], row["seed"])
+    return ModelSpec(row_configuration(row), row["seed"])
 
 
 def row_label(row: dict) -> str:

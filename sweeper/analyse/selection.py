@@ -1,9 +1,10 @@
-"""Picks and statistics over a sweep's results table: the beta trade-off and the seed sensitivity.
+"""Picks and statistics over a sweep's results table: each objective's trade-off and the seed sensitivity.
 
 Pure functions: an Arrow table (as `sweeper.analyse.results` reads it) or numpy arrays
-in, numbers, tables and picks out; no MLflow, no files. A configuration is one
-combination of the searched values (beta, C_max); its trials differ only in
-the seed.
+in, numbers, tables and picks out; no MLflow, no files. A configuration is an
+objective and its weights (`trainables.trial.Configuration`); its trials
+differ only in the seed. Objectives are compared side by side, never pooled:
+each has its own trade-off against the weight the sweep varies for it.
 
 Definitions, chosen so that every pick is deterministic:
 - Median seed: sort a configuration's trials by (score, seed); with an odd
@@ -11,45 +12,52 @@ Definitions, chosen so that every pick is deterministic:
   that has the lower seed. It is always a trial that exists, never an average.
 - Best and worst seed: the highest and lowest score (for `maximize=False`, the
   other way round); ties go to the lower seed.
+- Swept weight of an objective: the one weight whose value differs between
+  the objective's configurations; its trade-off runs along it. With none or
+  several such weights, the configurations in their label's order instead.
 - Pareto front: configurations whose median reconstruction and median score
   no other configuration beats in both (lower recon, better score) with at
-  least one strictly.
+  least one strictly; once among the configurations of each objective
+  (`pareto`), and, in a sweep of several objectives, once among all
+  (`pareto_overall`).
 - Study front: the configurations on the Optuna study's own Pareto front of
   the search objectives (`sweeper.analyse.study`), as the search saw them
   (seed means); shown next to the post-hoc front, which is of medians.
-- Eta squared: the one-way ANOVA share of a score's variance between
-  configurations, SS_between / SS_total; 1 - eta squared is left to the seed.
+- Eta squared, within each objective: the one-way ANOVA share of a score's
+  variance between that objective's configurations, SS_between / SS_total;
+  1 - eta squared is left to the seed.
 Trials without a value of the score in question take no part in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.stats
 
-from sweeper.analyse.results import metric_names
+from sweeper.analyse.results import CONFIGURATION_COLUMNS, metric_names, row_configuration
 from sweeper.analyse.study import Study
 from sweeper.errors import ConfigError
 from sweeper.tags import PICK_ROLE_TAG, SELECTED_TAG
+from trainables.trial import Configuration, ModelSpec
 
-CONFIG_COLUMNS = ("beta", "capacity")
 FINISHED = "FINISHED"
 RECON = "recon"
 UDR = "udr"  # the column sweeper.analyse.udr adds: each trial's UDR among its configuration's seeds
 SCORE_PREFIX = "disent/"
 
 # Pick kinds and the roles a run plays in them, as tagged on the runs.
-BETA_TRADEOFF = "beta_tradeoff"
+TRADEOFF = "tradeoff"
 SEED_SENSITIVITY = "seed_sensitivity"
 UDR_RANKING = "udr_ranking"
-MEDIAN_SEED, BEST_SEED, WORST_SEED, PARETO, TOP_UDR = "median_seed", "best_seed", "worst_seed", "pareto", "top_udr"
+MEDIAN_SEED, BEST_SEED, WORST_SEED, TOP_UDR = "median_seed", "best_seed", "worst_seed", "top_udr"
+PARETO, PARETO_OVERALL = "pareto", "pareto_overall"
 STATISTICS_SCHEMA = pa.schema(
-    [("beta", pa.float64()), ("capacity", pa.float64()), ("metric", pa.string()), ("n", pa.int64())]
+    [("objective", pa.string()), ("configuration", pa.string()), ("metric", pa.string()), ("n", pa.int64())]
     + [(stat, pa.float64()) for stat in ("mean", "median", "std", "min", "max")]
 )
 
@@ -63,10 +71,12 @@ class Pick:
     kind: str
     role: str
     run_id: str
-    beta: float
-    capacity: float
+    configuration: Configuration
     seed: int
     value: float  # the score the pick was made by
+
+    def model(self) -> ModelSpec:
+        return ModelSpec(self.configuration, self.seed)
 
 
 PICK_SCHEMA = pa.schema(
@@ -74,8 +84,8 @@ PICK_SCHEMA = pa.schema(
         ("kind", pa.string()),
         ("role", pa.string()),
         ("run_id", pa.string()),
-        ("beta", pa.float64()),
-        ("capacity", pa.float64()),
+        ("objective", pa.string()),
+        ("configuration", pa.string()),
         ("seed", pa.int64()),
         ("value", pa.float64()),
     ]
@@ -89,7 +99,7 @@ class Picks:
     by: str
     maximize: bool
     items: tuple[Pick, ...]
-    study_front: frozenset[tuple[float, float]] | None = None  # (beta, C_max); None without an Optuna study
+    study_front: frozenset[Configuration] | None = None  # None without an Optuna study
 
     def of(self, kind: str, role: str | None = None) -> list[Pick]:
         return [p for p in self.items if p.kind == kind and (role is None or p.role == role)]
@@ -124,11 +134,62 @@ def column(table: pa.Table, name: str) -> np.ndarray:
     return table[name].to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def configurations(table: pa.Table) -> tuple[list[tuple[float, float]], np.ndarray]:
-    """The distinct (beta, C_max) in ascending order, and each row's index into them."""
-    keys = np.column_stack([column(table, c) for c in CONFIG_COLUMNS])
-    unique, labels = np.unique(keys, axis=0, return_inverse=True)
-    return [tuple(map(float, key)) for key in unique], labels.reshape(-1)
+def optional_column(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column, or all NaN when the table has none of that name."""
+    return column(table, name) if name in table.column_names else np.full(table.num_rows, np.nan)
+
+
+def configuration_order(configuration: Configuration) -> tuple:
+    """Configurations sort by objective, then by their weights in the order their label names them."""
+    return configuration.objective, configuration.weights
+
+
+def configurations(table: pa.Table) -> tuple[list[Configuration], np.ndarray]:
+    """The distinct configurations in `configuration_order`, and each row's index into them."""
+    rows = [row_configuration(row) for row in table.select(list(CONFIGURATION_COLUMNS)).to_pylist()]
+    keys = sorted(set(rows), key=configuration_order)
+    index = {key: i for i, key in enumerate(keys)}
+    return keys, np.array([index[row] for row in rows], dtype=np.int64)
+
+
+def rows_of(keys: Sequence[Configuration], labels: np.ndarray, among: Sequence[Configuration]) -> np.ndarray:
+    """Mask of the rows whose configuration is one of `among` (`keys` and `labels` from `configurations`)."""
+    return np.isin(labels, [keys.index(c) for c in among])
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """One objective's configurations in trade-off order, and the weight they are swept along (if one)."""
+
+    name: str
+    configurations: tuple[Configuration, ...]
+    swept: str | None  # the one weight that varies between them; None when none or several do
+
+    def positions(self) -> list[float]:
+        """Where each configuration lies on the trade-off: its swept weight, else its place in the order."""
+        if self.swept is None:
+            return [float(i) for i in range(len(self.configurations))]
+        return [c.weight(self.swept) for c in self.configurations]
+
+    def axis_label(self) -> str:
+        return self.swept or "configuration"
+
+
+def tradeoffs(keys: Sequence[Configuration]) -> list[TradeOff]:
+    """The configurations grouped by objective (in `configuration_order`), each group ordered along its
+    swept weight."""
+    grouped: dict[str, list[Configuration]] = {}
+    for key in sorted(keys, key=configuration_order):
+        grouped.setdefault(key.objective, []).append(key)
+    out = []
+    for name, group in grouped.items():
+        names = dict.fromkeys(n for c in group for n, _ in c.weights)
+        varying = [n for n in names if len({c.weight(n) for c in group}) > 1]
+        swept = varying[0] if len(varying) == 1 else None
+        if swept is not None:
+            group.sort(key=lambda c: c.weight(swept))
+        out.append(TradeOff(name, tuple(group), swept))
+    return out
 
 
 def score_names(table: pa.Table) -> list[str]:
@@ -162,13 +223,13 @@ def seed_statistics(table: pa.Table, metrics: Sequence[str] | None = None) -> pa
     rows = []
     for name in metrics if metrics is not None else metric_names(table):
         values = column(table, name)
-        for index, (beta, capacity) in enumerate(keys):
+        for index, key in enumerate(keys):
             v = values[(labels == index) & np.isfinite(values)]
             if v.size:
                 rows.append(
                     {
-                        "beta": beta,
-                        "capacity": capacity,
+                        "objective": key.objective,
+                        "configuration": key.label(),
                         "metric": name,
                         "n": v.size,
                         "mean": v.mean(),
@@ -261,16 +322,28 @@ def eta_squared(values: np.ndarray, labels: np.ndarray) -> float:
 
 
 def variance_shares(table: pa.Table, scores: Sequence[str]) -> pa.Table:
-    """Per score: eta squared (the configuration's share of its variance) and the share left to the seed."""
-    _, labels = configurations(table)
-    etas = [eta_squared(column(table, s), labels) for s in scores]
-    return pa.table(
-        {
-            "metric": pa.array(list(scores), pa.string()),
-            "configuration_share": pa.array(etas, pa.float64(), from_pandas=True),
-            "seed_share": pa.array([1 - e for e in etas], pa.float64(), from_pandas=True),
-        }
+    """Per objective and score: eta squared among the objective's configurations (the configuration's
+    share of the score's variance within that objective) and the share left to the seed."""
+    keys, labels = configurations(table)
+    rows = []
+    for tradeoff in tradeoffs(keys):
+        members = rows_of(keys, labels, tradeoff.configurations)
+        for score in scores:
+            eta = eta_squared(column(table, score)[members], labels[members])
+            rows.append(
+                {
+                    "objective": tradeoff.name,
+                    "metric": score,
+                    "configurations": len(tradeoff.configurations),
+                    "configuration_share": None if np.isnan(eta) else eta,
+                    "seed_share": None if np.isnan(eta) else 1 - eta,
+                }
+            )
+    schema = pa.schema(
+        [("objective", pa.string()), ("metric", pa.string()), ("configurations", pa.int64())]
+        + [(name, pa.float64()) for name in ("configuration_share", "seed_share")]
     )
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def rank_correlations(table: pa.Table, scores: Sequence[str]) -> np.ndarray:
@@ -294,9 +367,10 @@ def rank_correlations(table: pa.Table, scores: Sequence[str]) -> np.ndarray:
 def select(table: pa.Table, by: str, maximize: bool = True, study: Study | None = None) -> Picks:
     """Every pick over the finished trials of `table` by the score `by`.
 
-    - beta trade-off: each configuration's median-seed run; those of the
-      configurations on the Pareto front of median recon vs median score also
-      get the role `pareto`;
+    - trade-off: each configuration's median-seed run; those of the
+      configurations on their objective's Pareto front of median recon vs
+      median score also get the role `pareto`, and in a sweep of several
+      objectives those on the front of all configurations `pareto_overall`;
     - seed sensitivity: each configuration's best, median and worst seed;
     - UDR ranking (when the table has a `udr` column): each configuration's
       seed with the highest UDR;
@@ -306,67 +380,74 @@ def select(table: pa.Table, by: str, maximize: bool = True, study: Study | None 
     require_score(table, by)
     keys, labels = configurations(table)
     run_ids = table["run_id"].to_pylist()
-    seeds, score, recon, udr = (_optional(table, name) for name in ("seed", by, RECON, UDR))
+    seeds, score, recon, udr = (optional_column(table, name) for name in ("seed", by, RECON, UDR))
 
     def pick(kind: str, role: str, row: int, values: np.ndarray) -> Pick:
-        beta, capacity = keys[labels[row]]
-        return Pick(kind, role, run_ids[row], beta, capacity, int(seeds[row]), float(values[row]))
+        return Pick(kind, role, run_ids[row], keys[labels[row]], int(seeds[row]), float(values[row]))
 
     tradeoff, sensitivity, ranking = [], [], []
-    candidates, recon_medians, score_medians = [], [], []  # per configuration with a score
-    for index in range(len(keys)):
+    medians: dict[Configuration, tuple[int, float, float]] = {}  # median-seed row, median recon, median score
+    for index, key in enumerate(keys):
         rows = np.flatnonzero(labels == index)
         if np.isfinite(udr[rows]).any():
             ranking.append(pick(UDR_RANKING, TOP_UDR, rows[best_index(udr[rows], seeds[rows])], udr))
         if not np.isfinite(score[rows]).any():
             continue
         median = rows[median_index(score[rows], seeds[rows])]
-        tradeoff.append(pick(BETA_TRADEOFF, MEDIAN_SEED, median, score))
+        tradeoff.append(pick(TRADEOFF, MEDIAN_SEED, median, score))
         sensitivity += [
             pick(SEED_SENSITIVITY, BEST_SEED, rows[best_index(score[rows], seeds[rows], maximize)], score),
             pick(SEED_SENSITIVITY, MEDIAN_SEED, median, score),
             pick(SEED_SENSITIVITY, WORST_SEED, rows[worst_index(score[rows], seeds[rows], maximize)], score),
         ]
-        candidates.append(median)
-        recon_medians.append(nan_median(recon[rows]))
-        score_medians.append(nan_median(score[rows]))
-    front = pareto_front(np.array(recon_medians), np.array(score_medians), maximize)
-    pareto = [pick(BETA_TRADEOFF, PARETO, candidates[i], score) for i in np.flatnonzero(front)]
-    study_front = None if study is None else frozenset(key for key in keys if study.on_front(*key))
-    return Picks(by, maximize, tuple(tradeoff + pareto + sensitivity + ranking), study_front)
+        medians[key] = (median, nan_median(recon[rows]), nan_median(score[rows]))
+
+    def front(among: Sequence[Configuration], role: str) -> list[Pick]:
+        among = [key for key in among if key in medians]
+        on = pareto_front(np.array([medians[k][1] for k in among]), np.array([medians[k][2] for k in among]), maximize)
+        return [pick(TRADEOFF, role, medians[among[i]][0], score) for i in np.flatnonzero(on)]
+
+    groups = tradeoffs(keys)
+    pareto = [p for group in groups for p in front(group.configurations, PARETO)]
+    overall = front(keys, PARETO_OVERALL) if len(groups) > 1 else []
+    study_front = None if study is None else frozenset(key for key in keys if study.on_front(key))
+    return Picks(by, maximize, tuple(tradeoff + pareto + overall + sensitivity + ranking), study_front)
 
 
-def configuration_summary(table: pa.Table, picks: Picks) -> pa.Table:
-    """The beta trade-off, one row per configuration: seeds, median recon and score, its median-seed
-    run, whether it is on the Pareto front, and (for an Optuna sweep) whether on the study's front."""
+def tradeoff_tables(table: pa.Table, picks: Picks) -> list[tuple[TradeOff, pa.Table]]:
+    """Each objective's trade-off, one row per configuration along its swept weight: the weights, seeds,
+    median recon and score, its median-seed run, whether it is on its objective's Pareto front (and, for
+    several objectives, on the front of all), and for an Optuna sweep whether on the study's front."""
     table = finished(table)
     keys, labels = configurations(table)
-    score, recon = _optional(table, picks.by), _optional(table, RECON)
-    medians = {(p.beta, p.capacity): p for p in picks.of(BETA_TRADEOFF, MEDIAN_SEED)}
-    front = {p.run_id for p in picks.of(BETA_TRADEOFF, PARETO)}
-    rows = []
-    for index, key in enumerate(keys):
-        members = labels == index
-        median = medians.get(key)
-        rows.append(
-            {
-                "beta": key[0],
-                "capacity": key[1],
-                "seeds": int(members.sum()),
-                "recon_median": nan_median(recon[members]),
-                "score_median": nan_median(score[members]),
-                "median_seed": median.seed if median else None,
-                "median_run_id": median.run_id if median else None,
-                "pareto": median is not None and median.run_id in front,
-                **({} if picks.study_front is None else {"study_front": key in picks.study_front}),
-            }
-        )
-    return pa.Table.from_pylist(rows)
-
-
-def _optional(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric column, or all NaN when the table has none of that name."""
-    return column(table, name) if name in table.column_names else np.full(table.num_rows, np.nan)
+    score, recon = optional_column(table, picks.by), optional_column(table, RECON)
+    medians = {p.configuration: p for p in picks.of(TRADEOFF, MEDIAN_SEED)}
+    fronts = {role: {p.run_id for p in picks.of(TRADEOFF, role)} for role in (PARETO, PARETO_OVERALL)}
+    groups = tradeoffs(keys)
+    out = []
+    for group in groups:
+        rows = []
+        for key in group.configurations:
+            members = rows_of(keys, labels, [key])
+            median = medians.get(key)
+            on = {role: median is not None and median.run_id in runs for role, runs in fronts.items()}
+            weights = dict(key.weights)
+            rows.append(
+                {
+                    **({group.swept: weights.pop(group.swept)} if group.swept else {}),
+                    **weights,
+                    "seeds": int(members.sum()),
+                    "recon_median": nan_median(recon[members]),
+                    "score_median": nan_median(score[members]),
+                    "median_seed": median.seed if median else None,
+                    "median_run_id": median.run_id if median else None,
+                    PARETO: on[PARETO],
+                    **({PARETO_OVERALL: on[PARETO_OVERALL]} if len(groups) > 1 else {}),
+                    **({} if picks.study_front is None else {"study_front": key in picks.study_front}),
+                }
+            )
+        out.append((group, pa.Table.from_pylist(rows)))
+    return out
 
 
 def nan_median(values: np.ndarray) -> float:
@@ -378,16 +459,30 @@ def nan_median(values: np.ndarray) -> float:
 
 
 def picks_table(picks: Picks, kind: str | None = None) -> pa.Table:
-    """The picks (of one kind, or all) as rows: kind, role, run id, beta, C_max, seed, value."""
-    return pa.Table.from_pylist([asdict(p) for p in picks.items if kind in (None, p.kind)], schema=PICK_SCHEMA)
+    """The picks (of one kind, or all) as rows: kind, role, run id, objective, configuration, seed, value."""
+    rows = [
+        {
+            "kind": p.kind,
+            "role": p.role,
+            "run_id": p.run_id,
+            "objective": p.configuration.objective,
+            "configuration": p.configuration.label(),
+            "seed": p.seed,
+            "value": p.value,
+        }
+        for p in picks.items
+        if kind in (None, p.kind)
+    ]
+    return pa.Table.from_pylist(rows, schema=PICK_SCHEMA)
 
 
 def seed_table(picks: Picks) -> pa.Table:
     """The seed sensitivity, one row per configuration: best, median and worst seed with their scores,
     and the spread between best and worst."""
-    rows: dict[tuple[float, float], dict] = {}
+    rows: dict[Configuration, dict] = {}
     for p in picks.of(SEED_SENSITIVITY):
-        row = rows.setdefault((p.beta, p.capacity), {"beta": p.beta, "capacity": p.capacity})
+        c = p.configuration
+        row = rows.setdefault(c, {"objective": c.objective, "configuration": c.label()})
         prefix = p.role.removesuffix("_seed")
         row[f"{prefix}_seed"], row[prefix] = p.seed, p.value
     for row in rows.values():

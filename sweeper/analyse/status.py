@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from sweeper.analyse.state import read_trials
-from sweeper.analyse.study import StudyUnreadable, read_study
+from sweeper.analyse.study import WEIGHT_PARAM_PREFIX, StudyUnreadable, read_study
 from sweeper.config import SearchConfig, load_config
 from sweeper.console import fmt, trial_table
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, find_sweep
@@ -47,7 +47,12 @@ def study_lines(folder: Path, search: SearchConfig) -> list[str]:
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(study.states.items())) or "no trials yet"
     lines = [f"optuna study: {states}; Pareto front of {search.metrics_text()}, seed means:"]
     for t in study.front:
-        params = "  ".join(f"{'C_max' if k == 'capacity' else k}={fmt(v)}" for k, v in sorted(t.params.items()))
+        params = "  ".join(f"{_param_name(k)}={fmt(v)}" for k, v in sorted(t.params.items()))
         values = "  ".join(f"{m} {fmt(v)}" for m, v in zip(search.metrics, t.values))
         lines.append(f"  optuna trial {t.number}  {params}  {values}")
     return lines
+
+
+def _param_name(name: str) -> str:
+    """A study param as the configuration's label names it (`weights/gamma` is gamma; C_max in earlier studies)."""
+    return "C_max" if name == "capacity" else name.removeprefix(WEIGHT_PARAM_PREFIX)

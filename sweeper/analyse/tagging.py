@@ -110,16 +110,18 @@ def text_table(caption: str, table: pa.Table) -> str:
     return "\n".join(lines)
 
 
+def tradeoff_caption(tradeoff: selection.TradeOff, by: str) -> str:
+    """What a trade-off table shows: one objective's configurations along its swept weight."""
+    along = f"along {tradeoff.swept}" if tradeoff.swept else "by configuration"
+    return f"{tradeoff.name} trade-off {along}, by {by}: median seed of each configuration"
+
+
 def print_selection(chosen: Selection, echo: Callable[[str], None] = print) -> None:
     """The picks as the terminal shows them, then what was left out."""
     picks, done = chosen.picks, selection.finished(chosen.table)
-    echo(
-        text_table(
-            f"beta trade-off by {picks.by}: median seed of each configuration",
-            selection.configuration_summary(done, picks),
-        )
-    )
-    echo("")
+    for tradeoff, table in selection.tradeoff_tables(done, picks):
+        echo(text_table(tradeoff_caption(tradeoff, picks.by), table))
+        echo("")
     echo(text_table(f"seed sensitivity by {picks.by}", selection.seed_table(picks)))
     ranking = selection.picks_table(picks, selection.UDR_RANKING).drop_columns(["kind", "role"])
     if ranking.num_rows:
@@ -127,4 +129,4 @@ def print_selection(chosen: Selection, echo: Callable[[str], None] = print) -> N
         echo(text_table("unsupervised ranking: top UDR seed of each configuration", ranking))
     for line in chosen.problems:
         echo(f"note: {line}")
-    echo(f"tagged {len(picks.runs())} runs; in MLflow: tags.{SELECTED_TAG} LIKE '%{selection.BETA_TRADEOFF}%'")
+    echo(f"tagged {len(picks.runs())} runs; in MLflow: tags.{SELECTED_TAG} LIKE '%{selection.TRADEOFF}%'")

@@ -24,13 +24,12 @@ from sweeper.analyse.checkpoints import (
     load_model,
     observation_set,
 )
-from sweeper.analyse.results import row_label
+from sweeper.analyse.results import CONFIGURATION_COLUMNS, row_label
 from sweeper.analyse.selection import UDR, configurations, finished
 from trainables.metrics.udr import udr_scores
 from trainables.objectives.base import (
     ACTIVE_KL_THRESHOLD as KL_THRESHOLD,  # the trials count active latents by it
 )
-from trainables.trial import configuration_label
 
 MIN_SEEDS = 3  # fewer cannot be ranked: the pair score is symmetric
 
@@ -49,7 +48,7 @@ def sweep_udr(
     images = observation_set(observations, seed)
     encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     problems = []
-    for row in table.select(["run_id", "beta", "capacity", "seed", "checkpoint"]).to_pylist():
+    for row in table.select(["run_id", *CONFIGURATION_COLUMNS, "seed", "checkpoint"]).to_pylist():
         trial = row_label(row)
         try:
             model = load_model(row["checkpoint"])
@@ -70,11 +69,11 @@ def udr_within_configurations(
     keys, labels = configurations(table)
     run_ids = table["run_id"].to_pylist()
     out = SweepUdr()
-    for index, (beta, capacity) in enumerate(keys):
+    for index, key in enumerate(keys):
         members = [run_ids[row] for row in np.flatnonzero(labels == index) if run_ids[row] in encoded]
         if len(members) < MIN_SEEDS:
             out.problems.append(
-                f"{configuration_label(beta, capacity)}: {len(members)} model(s) to compare; UDR needs at least "
+                f"{key.label()}: {len(members)} model(s) to compare; UDR needs at least "
                 f"{MIN_SEEDS} seeds (with two, the pair score is symmetric and both get the same value)"
             )
             continue

@@ -14,22 +14,24 @@ def _number(value: Any) -> str:
 
 def model_card(config: dict, metrics: dict, by: str) -> str:
     """MODEL_CARD.md: what the model is, how it was trained, its scores among its seeds, a traversal."""
-    obj, src, cfgn = config["objective"], config["source"], metrics["configuration"]
-    training = config["training"]
+    src, cfgn, training = config["source"], metrics["configuration"], config["training"]
+    configuration = exported.read_configuration(config)
+    objective = config["objective"]
+    weights = ", ".join(f"{name} = {value:g}" for name, value in configuration.weights)
+    annealing = f", capacity_steps = {_number(objective['capacity_steps'])}" if "capacity_steps" in objective else ""
     lines = [
-        f"# beta-VAE: {ModelSpec(obj['beta'], obj['capacity_max'], config['seed']).label()}",
+        f"# {ModelSpec(configuration, config['seed']).label()}",
         "",
         "## What it is",
         "",
-        f"A {config['model']['architecture']}, with {config['model']['latent_dim']} latents, trained on "
-        f"{config['data'].get('kind', config['data']['name'])}.",
+        f"A {config['model']['architecture']}, with {config['model']['latent_dim']} latents, trained with the "
+        f"{configuration.objective} objective on {config['data'].get('kind', config['data']['name'])}.",
         f"Trial `{src['trial_id']}` (MLflow run `{src['run_id']}`) of sweep `{src['sweep_id']}`; chosen as: "
         f"{metrics['chosen']}.",
         "",
         "## How it was trained",
         "",
-        f"- objective: {obj['loss']}; beta = {obj['beta']:g}, C_max = {obj['capacity_max']:g}, "
-        f"capacity_steps = {_number(obj['capacity_steps'])}",
+        f"- objective: `{configuration.objective}`; {weights}{annealing}",
         f"- seed {config['seed']}; {_number(training.get('steps_done'))} of {_number(training.get('steps'))} steps, "
         f"batch size {_number(training.get('batch_size'))}, Adam lr {_number(training.get('lr'))}",
         "- libraries: "
@@ -66,6 +68,7 @@ def model_card(config: dict, metrics: dict, by: str) -> str:
         "from trainables.exported import load_exported",
         "",
         "model = load_exported('path/to/this/folder')  # verifies every file against manifest.json",
+        f"model.objective, model.weights  # {configuration.objective!r}, {dict(configuration.weights)}",
         "z = model.encode(x)            # x: (n, 1, 64, 64) in [0, 1] -> posterior means (n, D)",
         "x_hat = model.reconstruct(x)   # pixel probabilities",
         "grid = model.traverse(x, latent=0, values=[-2, 0, 2])",

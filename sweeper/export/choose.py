@@ -1,5 +1,5 @@
 """Which models of a sweep to export: explicit runs, the selector's picks, the best trial by a score,
-or the median seed of the best configuration (the honest choice when seeds differ as much as betas)."""
+or the median seed of the best configuration (the honest choice when seeds differ as much as weights)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Choice:
     by: str = "disent/mig"
     maximize: bool = True
     median_seed: bool = False  # the best configuration's median seed instead of the best trial
-    picks: str | None = None  # "all" or a pick kind (beta_tradeoff, seed_sensitivity, udr_ranking)
+    picks: str | None = None  # "all" or a pick kind (tradeoff, seed_sensitivity, udr_ranking)
     run_ids: tuple[str, ...] = ()
 
 

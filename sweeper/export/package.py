@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from sweeper import object_store
@@ -45,10 +44,10 @@ from sweeper.export.registry import register_model
 from sweeper.record import RESOLVED_CONFIG, SWEEP_RECORD, SweepRecord
 from sweeper.tags import CONFIG_ARTIFACT, VERSION_PARAM_PREFIX
 from trainables import exported
-from trainables.checkpoint import check_identity
+from trainables.checkpoint import check_identity, model_identity, saved_identity
 from trainables.exported import ExportError
 from trainables.settings import DataSettings, TrialSettings
-from trainables.trial import safe_name
+from trainables.trial import Configuration, safe_name
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 
 EXPORTED_WITH = ("torch", "safetensors", "numpy", "mlflow")
 ARCHITECTURE = (
-    "beta-VAE with the convolutional encoder and decoder of Locatello et al. (2019): "
+    "VAE with the convolutional encoder and decoder of Locatello et al. (2019): "
     "4 conv layers + 256-unit dense layer to a diagonal Gaussian posterior; mirrored transposed convolutions "
     "to Bernoulli pixel logits; 64x64 inputs"
 )
@@ -76,9 +75,6 @@ class Exported:
 class ExportResult:
     out: Path
     models: list[Exported] = field(default_factory=list)
-
-
-# -- choosing -----------------------------------------------------------------------------
 
 
 # -- one model ----------------------------------------------------------------------------
@@ -158,21 +154,23 @@ def build_config(
             f"{row_label(row)}: the run records model.latent_dim={recorded} but its checkpoint's weights have "
             f"{sizes['latent_dim']} latents"
         )
-    if state is not None and "beta" in state:
+    model = row_model(row)
+    if state is not None:
         try:
-            identity = {"beta": row["beta"], "capacity_max": row["capacity"], "seed": row["seed"]}
-            check_identity(row["checkpoint"], state, identity)
+            saved = saved_identity(state)
+        except KeyError as exc:
+            raise EnvironmentProblem(
+                f"{row_label(row)}: checkpoint {row['checkpoint']}: its trainer state names no model "
+                f"(no {exc.args[0]!r}); it cannot be exported as this run's"
+            ) from None
+        try:
+            check_identity(row["checkpoint"], saved, model_identity(model))
         except ValueError as exc:
             raise EnvironmentProblem(f"{row_label(row)}: {exc}") from None
     data_spec = data_record(settings.data, sizes["channels"])
     return {
         "model": {"class": "trainables.model.BetaVAE", "architecture": ARCHITECTURE, **sizes, "image_size": 64},
-        "objective": {
-            "loss": "recon + beta * |KL - C(t)|, C(t) rising linearly to C_max over capacity_steps",
-            "beta": row["beta"],
-            "capacity_max": row["capacity"],
-            "capacity_steps": settings.objective.capacity_steps,
-        },
+        "objective": objective_record(model.configuration, settings),
         "seed": row["seed"],
         "data": data_spec,
         "training": {
@@ -198,6 +196,14 @@ def build_config(
             "checkpoint": row["checkpoint"],
         },
     }
+
+
+def objective_record(configuration: Configuration, settings: TrialSettings) -> dict[str, Any]:
+    """config.json's `objective`: its kind and weights, and AnnealedVAE's annealing length (a setting)."""
+    record: dict[str, Any] = {"kind": configuration.objective, "weights": dict(configuration.weights)}
+    if configuration.objective == "annealed_vae":
+        record["capacity_steps"] = settings.objective.capacity_steps
+    return record
 
 
 def data_record(settings: DataSettings, channels: int) -> dict[str, Any]:
@@ -240,12 +246,12 @@ def _version(name: str) -> str | None:
 
 def build_metrics(row: dict, run: Run, done: pa.Table, by: str, maximize: bool, reason: str) -> dict[str, Any]:
     """metrics.json: the final metrics, and the seed statistics of its configuration with its rank in it."""
-    same = done.filter(
-        pc.and_(pc.equal(done["beta"], row["beta"]), pc.equal(done["capacity"], row["capacity"]))
-    )
+    configuration = row_model(row).configuration
+    keys, labels = selection.configurations(done)
+    same = done.filter(selection.rows_of(keys, labels, [configuration]))
     names = selection.score_names(same)
     statistics = {
-        s.pop("metric"): {k: _finite(v) for k, v in s.items() if k not in ("beta", "capacity")}
+        s.pop("metric"): {k: _finite(v) for k, v in s.items() if k not in ("objective", "configuration")}
         for s in selection.seed_statistics(same, names).to_pylist()
     }
     rank = None
@@ -261,8 +267,8 @@ def build_metrics(row: dict, run: Run, done: pa.Table, by: str, maximize: bool, 
         "chosen": reason,
         "final": {k: _finite(v) for k, v in sorted(run.data.metrics.items())},
         "configuration": {
-            "beta": row["beta"],
-            "capacity_max": row["capacity"],
+            "objective": configuration.objective,
+            "weights": dict(configuration.weights),
             "seeds": same.num_rows,
             "seed_statistics": statistics,
             "rank_among_seeds": rank,
@@ -297,7 +303,8 @@ def export_model(
     metrics = build_metrics(row, run, done, choice.by, choice.maximize, reason)
     exported.write_json(folder / exported.METRICS_FILE, metrics)
     codes, kl = encode(model, observation_set(8))
-    plots.model_traversal(model, codes[0], kl, metrics["final"], row_model(row).label(), folder / exported.TRAVERSAL_FILE)
+    title = row_model(row).label()
+    plots.model_traversal(model, codes[0], kl, metrics["final"], title, folder / exported.TRAVERSAL_FILE)
     (folder / exported.CARD_FILE).write_text(model_card(config, metrics, choice.by), encoding="utf-8")
     exported.write_manifest(folder)
     return folder

@@ -37,7 +37,7 @@ def register_model(
         try:
             registry.get_registered_model(name)
         except MlflowException:
-            registry.create_registered_model(name, description="beta-VAE exported by `sweeper export`")
+            registry.create_registered_model(name, description="VAE exported by `sweeper export`")
         tags = {SWEEP_TAG: sweep_id} if sweep_id else None
         source = f"runs:/{run_id}/{EXPORTED_MODEL_ARTIFACT}"
         version = registry.create_model_version(name, source=source, run_id=run_id, tags=tags)

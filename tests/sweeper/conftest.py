@@ -25,27 +25,69 @@ from sweeper.record import RESOLVED_CONFIG, SweepRecord
 from trainables.checkpoint import save_checkpoint
 from trainables.model import BetaVAE
 from trainables.settings import TrialSettings
-from trainables.trial import TRIAL_INDEX
+from trainables.trial import CONFIGURATION_KEY, TRIAL_INDEX, Configuration, ModelSpec, model_folder
 
 SWEEP_ID = "fake-20260101-000000-abcd"
 LATENTS = 4
 
 
-def checkpoint(folder: Path, weights_seed: int) -> Path:
+def beta_vae(beta: float) -> Configuration:
+    return Configuration.of("beta_vae", {"beta": beta})
+
+
+def checkpoint(folder: Path, init: int, state: dict) -> Path:
     """A model checkpoint whose latents all carry information (KL well above UDR's threshold)."""
-    torch.manual_seed(weights_seed)
+    torch.manual_seed(init)
     model = BetaVAE(LATENTS)
     with torch.no_grad():
         model.encoder.mean.weight.mul_(300.0)
-    save_checkpoint(folder, model.state_dict(), {"step": 1})
+    save_checkpoint(folder, model.state_dict(), {"step": 1, **state})
     return folder
 
 
-def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> SweepRecord:
-    """Parent run, one child run per trial (params, final metrics, tags), and sweeps/<id>/sweep.json.
+def legacy_values(configuration: Configuration) -> tuple[float, float]:
+    """(beta, C_max): what a release before the objectives recorded for a configuration it could train."""
+    if configuration.objective == "beta_vae":
+        return configuration.weight("beta"), 0.0
+    assert configuration.objective == "annealed_vae", configuration
+    return configuration.weight("gamma"), configuration.weight("c_max")
 
-    A trial dict holds beta, seed, metrics, and optionally capacity, status, error and
-    `weights`: the seed of the checkpoint's weights (equal weights give equal codes).
+
+def _model_run(trial: dict, folder: Path, legacy: bool) -> tuple[dict, dict]:
+    """(params, checkpoint tags) of one model's run, as the current release or an earlier one logged it.
+
+    The current release logs the objective and its weights and checkpoints each model in `seed=<s>/` of
+    its trial's checkpoint, its state naming objective, weights and seed; earlier releases logged beta
+    and C_max, checkpointed a model at the root of its trial's checkpoint, and named beta and C_max in
+    its state.
+    """
+    model = ModelSpec(trial["configuration"], trial["seed"])
+    settings = {"model.latent_dim": LATENTS, "objective.capacity_steps": 100, "trial_index": model.seed}
+    if legacy:
+        beta, capacity = legacy_values(model.configuration)
+        params = {"beta": beta, "capacity": capacity, "seed": model.seed, **settings}
+        state = {"beta": beta, "capacity_max": capacity, "seed": model.seed}
+        where = folder / "checkpoint_000001"
+    else:
+        weights = dict(model.configuration.weights)
+        params = {"objective": model.configuration.objective, **weights, "seed": model.seed, **settings}
+        state = {"objective": model.configuration.objective, "weights": weights, "seed": model.seed}
+        where = folder / "checkpoint_000001" / model_folder(model.seed)
+    tags = {}
+    if "init" in trial:
+        tags["checkpoint"] = str(checkpoint(where, trial["init"], {**state, **trial.get("state", {})}))
+    elif "checkpoint" in trial:
+        tags["checkpoint"] = trial["checkpoint"]
+    return params, tags
+
+
+def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID, legacy: bool = False) -> SweepRecord:
+    """Parent run, one child run per model (params, final metrics, tags), and sweeps/<id>/sweep.json.
+
+    A trial dict holds `configuration` (a trainables.trial.Configuration), seed, metrics, and optionally
+    status, error, and either `checkpoint` (the tag's value) or `init`: the seed of the checkpoint's
+    weights (equal weights give equal codes), with `state` for what its trainer state says besides.
+    `legacy`: runs and checkpoints as releases before the objectives wrote them (see `_model_run`).
     """
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -54,25 +96,18 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
     parent_id = parent.info.run_id
     now = int(time.time() * 1000)
     for index, trial in enumerate(trials):
+        params, checkpoint_tags = _model_run(trial, folder / "checkpoints" / f"t{index}", legacy)
         tags = {
             "mlflow.parentRunId": parent_id,
             "sweep_id": sweep_id,
             "sweeper.role": "trial",
             "ray_trial_id": f"t{index:05d}",
+            **checkpoint_tags,
         }
-        if "weights" in trial:
-            tags["checkpoint"] = str(checkpoint(folder / "checkpoints" / f"t{index}", trial["weights"]))
-        elif "checkpoint" in trial:
-            tags["checkpoint"] = trial["checkpoint"]
         if trial.get("error"):
             tags["error"] = trial["error"]
-        run = client.create_run(experiment, run_name=f"trial {index}", tags=tags)
-        params = {
-            "beta": trial["beta"],
-            "capacity": trial.get("capacity", 0.0),
-            "seed": trial["seed"],
-            "model.latent_dim": LATENTS,
-        }
+        name = ModelSpec(trial["configuration"], trial["seed"]).label()
+        run = client.create_run(experiment, run_name=name, tags=tags)
         client.log_batch(
             run.info.run_id,
             metrics=[Metric(k, float(v), now, 10) for k, v in trial["metrics"].items()],
@@ -80,8 +115,11 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
         )
         client.set_terminated(run.info.run_id, trial.get("status", "FINISHED"))
     # The resolved config as launch logs it: the trial settings, the search, the name.
-    settings = TrialSettings.model_validate({"model": {"latent_dim": LATENTS}}).model_dump(mode="json")
-    resolved = yaml.safe_dump({"name": "fake", **settings, "search": {"kind": "grid", "beta": [1.0, 8.0]}})
+    settings = TrialSettings.model_validate(
+        {"model": {"latent_dim": LATENTS}, "objective": {"capacity_steps": 100}}
+    ).model_dump(mode="json")
+    search = {"kind": "grid", "beta": [1.0, 8.0]} if legacy else {"kind": "grid", "objectives": {"beta_vae": {"beta": [1.0, 8.0]}}}
+    resolved = yaml.safe_dump({"name": "fake", **settings, "search": search})
     client.log_text(parent_id, resolved, RESOLVED_CONFIG)
     client.set_terminated(parent_id, "FINISHED")
     sweep_dir = folder / "sweeps" / sweep_id
@@ -99,13 +137,19 @@ def _tune_state(sweep_dir: Path, trials: list[dict]) -> Path:
     entries = []
     for index, trial in enumerate(trials):
         trial_id = f"t{index:05d}"
-        config = {"beta": trial["beta"], "capacity": trial.get("capacity", 0.0), TRIAL_INDEX: trial["seed"]}
+        config = {CONFIGURATION_KEY: trial["configuration"].to_config(), TRIAL_INDEX: trial["seed"]}
         state = {"trial_id": trial_id, "status": "TERMINATED", "config": {**config, "settings": settings}}
         runtime = {"last_result": {"step": 10, **trial["metrics"]}, "error_filename": None}
         entries.append([json.dumps({**state, "relative_logdir": trial_id}), json.dumps(runtime)])
     path = sweep_dir / "experiment_state-2026-01-01_00-00-00.json"
     path.write_text(json.dumps({"trial_data": entries, "runner_data": {}}))
     return path
+
+
+def run_names(client: MlflowClient, record: SweepRecord) -> dict[str, str]:
+    """Model label (as `_make_sweep` names the runs) -> run id, of every model run of the sweep."""
+    runs = client.search_runs([record.experiment_id], "tags.`sweeper.role` = 'trial'")
+    return {run.info.run_name: run.info.run_id for run in runs}
 
 
 def metrics(recon: float, mig: float, sap: float, kl: float = 5.0) -> dict[str, float]:
@@ -118,17 +162,30 @@ def metrics(recon: float, mig: float, sap: float, kl: float = 5.0) -> dict[str, 
     }
 
 
-def _two_by_three(with_weights: bool = True) -> list[dict]:
-    """beta 1 and 8 x seeds 0..2; beta 1's seeds share their weights, beta 8's all differ."""
+def _two_by_three(with_checkpoints: bool = True) -> list[dict]:
+    """beta_vae beta 1 and 8 x seeds 0..2; beta 1's seeds share their weights, beta 8's all differ."""
     scores = {1.0: [0.10, 0.30, 0.20], 8.0: [0.70, 0.40, 0.50]}
     trials = []
     for beta, migs in scores.items():
         for seed, mig in enumerate(migs):
-            trial = {"beta": beta, "seed": seed, "metrics": metrics(100 * beta + seed, mig, mig / 2)}
-            if with_weights:
-                trial["weights"] = 0 if beta == 1.0 else seed + 1
+            trial = {"configuration": beta_vae(beta), "seed": seed, "metrics": metrics(100 * beta + seed, mig, mig / 2)}
+            if with_checkpoints:
+                trial["init"] = 0 if beta == 1.0 else seed + 1
             trials.append(trial)
     return trials
+
+
+def _earlier_release() -> list[dict]:
+    """What a release before the objectives could sweep: beta 1 (C_max 0) and beta 4 with C_max 25, 3 seeds
+    each, every seed its own weights; to be made with `legacy=True`. Read now as beta_vae beta=1 and
+    annealed_vae gamma=4 c_max=25; by MIG the annealed seed 2 is the best."""
+    annealed = Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 25.0})
+    scores = {beta_vae(1.0): [0.10, 0.30, 0.20], annealed: [0.40, 0.50, 0.60]}
+    return [
+        {"configuration": c, "seed": seed, "metrics": metrics(100 + 10 * seed, mig, mig / 2), "init": 10 * i + seed}
+        for i, (c, migs) in enumerate(scores.items())
+        for seed, mig in enumerate(migs)
+    ]
 
 
 @pytest.fixture
@@ -141,7 +198,8 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def make_sweep():
-    """make_sweep(folder, trials, sweep_id=SWEEP_ID) -> SweepRecord of a fake finished sweep in `folder`.
+    """make_sweep(folder, trials, sweep_id=SWEEP_ID, legacy=False) -> SweepRecord of a fake finished sweep
+    in `folder` (see _make_sweep).
 
     Creating a tracking store takes seconds; share one per module where the tests only read.
     """
@@ -156,8 +214,20 @@ def tune_state():
 
 @pytest.fixture(scope="session")
 def two_by_three():
-    """two_by_three(with_weights=True) -> the trials of beta 1 and 8 x 3 seeds (see _two_by_three)."""
+    """two_by_three(with_checkpoints=True) -> the trials of beta_vae beta 1 and 8 x 3 seeds (see _two_by_three)."""
     return _two_by_three
+
+
+@pytest.fixture(scope="session")
+def earlier_release():
+    """earlier_release() -> the trials of a sweep of an earlier release (see _earlier_release)."""
+    return _earlier_release
+
+
+@pytest.fixture(scope="session")
+def runs_by_name():
+    """runs_by_name(client, record) -> {model label: run id} of a fake sweep's model runs."""
+    return run_names
 
 
 @pytest.fixture(scope="session")

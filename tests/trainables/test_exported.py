@@ -14,12 +14,14 @@ from trainables.exported import ExportError, load_exported, save_exported, write
 from trainables.model import BetaVAE
 
 LATENTS = 3
+OBJECTIVE = {"kind": "dip_vae_i", "weights": {"lambda_od": 5.0}}
 
 
 def make_folder(folder: Path, latent_dim: int = LATENTS, seed: int = 0) -> tuple[Path, BetaVAE]:
     torch.manual_seed(seed)
     model = BetaVAE(latent_dim).eval()
-    save_exported(folder, model.state_dict(), {"model": {"latent_dim": latent_dim, "channels": 1}, "seed": seed})
+    config = {"model": {"latent_dim": latent_dim, "channels": 1}, "objective": OBJECTIVE, "seed": seed}
+    save_exported(folder, model.state_dict(), config)
     exported.write_json(folder / exported.METRICS_FILE, {"final": {"recon": 1.0}})
     (folder / exported.CARD_FILE).write_text("# card\n", encoding="utf-8")
     write_manifest(folder)
@@ -43,6 +45,8 @@ def test_round_trip_gives_the_same_codes_and_images(folder_and_model):
         mu, logvar = model.encoder(x)
         recon = torch.sigmoid(model.decoder(mu))
     assert loaded.latent_dim == LATENTS
+    assert (loaded.objective, loaded.weights) == ("dip_vae_i", {"lambda_od": 5.0})
+    assert loaded.configuration.label() == "dip_vae_i lambda_od=5"
     assert torch.equal(loaded.encode(x), mu)
     assert torch.equal(loaded.posterior(x)[1], logvar)
     assert torch.equal(loaded.decode(mu), recon)
@@ -109,7 +113,57 @@ def test_a_config_that_does_not_fit_the_weights_is_refused(folder_and_model):
 def test_weights_of_another_shape_are_refused_when_saving(tmp_path):
     weights = BetaVAE(2).state_dict()
     with pytest.raises(ExportError, match="does not fit"):
-        save_exported(tmp_path / "m", weights, {"model": {"latent_dim": 3}})
+        save_exported(tmp_path / "m", weights, {"model": {"latent_dim": 3}, "objective": OBJECTIVE})
+
+
+@pytest.mark.parametrize(
+    ("capacity_max", "objective", "weights"),
+    [(0.0, "beta_vae", {"beta": 8.0}), (25.0, "annealed_vae", {"gamma": 8.0, "c_max": 25.0})],
+)
+def test_a_folder_of_an_earlier_release_names_the_objective_it_trained(
+    folder_and_model, capacity_max, objective, weights
+):
+    """config.json as releases before the objectives wrote it: the loss, beta and C_max."""
+    folder, model = folder_and_model
+    earlier = {
+        "loss": "recon + beta * |KL - C(t)|, C(t) rising linearly to C_max over capacity_steps",
+        "beta": 8.0,
+        "capacity_max": capacity_max,
+        "capacity_steps": 100000,
+    }
+    rewrite(folder, exported.CONFIG_FILE, lambda c: c.update(objective=earlier))
+    loaded = load_exported(folder)
+    assert (loaded.objective, loaded.weights) == (objective, weights)
+    assert torch.equal(loaded.encode(images()), model.encoder(images())[0].detach())
+
+
+@pytest.mark.parametrize(
+    ("objective", "message"),
+    [
+        (None, "config.json: no object 'objective'"),
+        ({"kind": "vae", "weights": {}}, r"objective.kind = 'vae' is none of \['annealed_vae', "),
+        (
+            {"kind": "factor_vae", "weights": {"beta": 4.0}},
+            r"objective.weights = \['beta'\]; factor_vae takes \['gamma'\]",
+        ),
+        (
+            {"kind": "annealed_vae", "weights": {"gamma": 1000.0}},
+            r"objective.weights = \['gamma'\]; annealed_vae takes \['gamma', 'c_max'\]",
+        ),
+        ({"kind": "beta_vae", "weights": [4.0]}, r"objective.weights = \[4.0\]; beta_vae takes \['beta'\]"),
+        ({"kind": "beta_vae", "weights": {"beta": "4"}}, "objective.weights.beta = '4' must be a finite number"),
+        ({"kind": "beta_vae", "weights": {"beta": True}}, "objective.weights.beta = True must be a finite number"),
+        ({"beta": 4.0}, "objective.capacity_max = None must be a finite number"),
+    ],
+)
+def test_an_objective_that_is_not_one_of_the_study_is_refused_by_key(folder_and_model, objective, message):
+    folder, _ = folder_and_model
+    rewrite(folder, exported.CONFIG_FILE, lambda c: c.update(objective=objective))
+    with pytest.raises(ExportError, match=message):
+        load_exported(folder)
+    config = json.loads((folder / exported.CONFIG_FILE).read_text())
+    with pytest.raises(ExportError, match=message):
+        save_exported(folder.parent / "again", BetaVAE(LATENTS).state_dict(), config)
 
 
 def test_an_export_folder_with_one_model_loads_it(tmp_path):

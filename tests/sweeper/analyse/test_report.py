@@ -15,21 +15,23 @@ from sweeper.analyse.report import REPORT_MARKER
 from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.udr import udr_within_configurations
 from sweeper.cli import app
+from trainables.trial import Configuration
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[3]
-FIGURES = ("rate_distortion.png", "scores_vs_beta.png", "score_correlations.png", "kl_per_latent.png")
+FIGURES = (
+    "rate_distortion.png",
+    "tradeoff.png",
+    "scores_by_configuration.png",
+    "score_correlations.png",
+    "kl_per_latent.png",
+)
 
 
-def trial_tags(client: MlflowClient, record) -> dict[tuple[float, int], dict[str, str]]:
-    """(beta, seed) -> the run's selection tags."""
+def trial_tags(client: MlflowClient, record) -> dict[str, dict[str, str]]:
+    """Model label (the fake sweep's run name, `beta_vae beta=1 seed=2`) -> the run's selection tags."""
     runs = client.search_runs([record.experiment_id], "tags.`sweeper.role` = 'trial'")
-    return {
-        (float(r.data.params["beta"]), int(r.data.params["seed"])): {
-            k: v for k, v in r.data.tags.items() if k in ("selected", "role")
-        }
-        for r in runs
-    }
+    return {r.info.run_name: {k: v for k, v in r.data.tags.items() if k in ("selected", "role")} for r in runs}
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
@@ -57,8 +59,9 @@ def test_udr_is_one_for_the_same_latents_and_low_for_unrelated_ones():
         {
             "run_id": list(encoded),
             "status": ["FINISHED"] * 9,
+            "objective": ["beta_vae"] * 9,
             "beta": [1.0] * 3 + [8.0] * 3 + [16.0] + [32.0] * 2,
-            "capacity": [0.0] * 9,
+            **{name: pa.nulls(9, pa.float64()) for name in ("gamma", "c_max", "lambda_od")},
         }
     )
     found = udr_within_configurations(table, encoded)
@@ -66,7 +69,7 @@ def test_udr_is_one_for_the_same_latents_and_low_for_unrelated_ones():
     assert max(found.by_run[r] for r in unrelated) < 0.2
     assert not {"c0", "d0", "d1"} & set(found.by_run)
     assert [p.split(";")[0] for p in found.problems] == [
-        "beta=16 C=0: 1 model(s) to compare", "beta=32 C=0: 2 model(s) to compare"
+        "beta_vae beta=16: 1 model(s) to compare", "beta_vae beta=32: 2 model(s) to compare"
     ]
     assert all("UDR needs at least 3 seeds" in p for p in found.problems)
 
@@ -90,10 +93,10 @@ def reported(tmp_path_factory, make_sweep, two_by_three, trial_metrics):
     folder = tmp_path_factory.mktemp("reported")
     trials = two_by_three()
     trials[4]["checkpoint"] = str(folder / "gone")  # beta 8 seed 1: its checkpoint was deleted
-    del trials[4]["weights"]
+    del trials[4]["init"]
     trials.append(
         {
-            "beta": 8.0,
+            "configuration": trials[4]["configuration"],
             "seed": 3,
             "status": "FAILED",
             "error": "non-finite loss at step 10",
@@ -128,11 +131,11 @@ def test_report_tags_the_picks_and_logs_its_folder_to_the_parent_run(reported):
     record, result, out = reported
     client = MlflowClient(record.tracking_uri)
     tags = trial_tags(client, record)
-    assert tags[(1.0, 2)] == {"selected": "beta_tradeoff,seed_sensitivity", "role": "median_seed,pareto"}
+    assert tags["beta_vae beta=1 seed=2"] == {"selected": "tradeoff,seed_sensitivity", "role": "median_seed,pareto"}
     # beta 8 keeps two checkpoints: one pair, one symmetric score, so no UDR and no top_udr pick.
-    assert tags[(8.0, 0)] == {"selected": "seed_sensitivity", "role": "best_seed"}
-    assert tags[(8.0, 1)] == {"selected": "seed_sensitivity", "role": "worst_seed"}
-    assert tags[(8.0, 3)] == {}  # failed: never picked
+    assert tags["beta_vae beta=8 seed=0"] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    assert tags["beta_vae beta=8 seed=1"] == {"selected": "seed_sensitivity", "role": "worst_seed"}
+    assert tags["beta_vae beta=8 seed=3"] == {}  # failed: never picked
     parent = client.get_run(record.parent_run_id)
     assert parent.data.tags["selected.by"] == "disent/mig (max)"
     assert artifact_paths(client, record.parent_run_id, "report") == written_by_report(out)
@@ -148,11 +151,63 @@ def test_udr_from_checkpoints_ranks_seeds_with_equal_weights_alike(reported):
     assert "UDR needs at least 3 seeds" in (out / "report.html").read_text()
 
 
+# -- several objectives, and sweeps of earlier releases -----------------------------------
+
+
+def test_a_report_of_two_objectives_shows_each_ones_tradeoff_and_variance(workdir, make_sweep, trial_metrics):
+    """beta_vae beta 1, 4 and factor_vae gamma 10, 40, two seeds each (as in test_selection's two_objectives)."""
+    mig = {("beta_vae", "beta", 1.0): [0.1, 0.3], ("beta_vae", "beta", 4.0): [0.5, 0.7],
+           ("factor_vae", "gamma", 10.0): [0.2, 0.6], ("factor_vae", "gamma", 40.0): [0.3, 0.5]}
+    trials = [
+        {"configuration": Configuration.of(kind, {name: value}), "seed": seed, "metrics": trial_metrics(100, m, m)}
+        for (kind, name, value), scores in mig.items()
+        for seed, m in enumerate(scores)
+    ]
+    record = make_sweep(workdir, trials)
+    result = runner.invoke(app, ["report", record.sweep_id, "--out", str(workdir / "out")])
+    assert result.exit_code == 0, result.output
+    assert "beta_vae trade-off along beta, by disent/mig" in result.output
+    assert "factor_vae trade-off along gamma, by disent/mig" in result.output
+    table = pq.read_table(workdir / "out" / "results.parquet")
+    assert sorted(set(table["objective"].to_pylist())) == ["beta_vae", "factor_vae"]
+    page = html.unescape((workdir / "out" / "report.html").read_text())
+    # η² of MIG within each objective: 0.8 for beta_vae, 0 for factor_vae (worked out in test_selection).
+    assert "<td>beta_vae</td><td>disent/mig</td><td>2</td><td>0.8</td><td>0.2</td>" in page.replace(
+        ' class="text"', ""
+    )
+    assert "<td>factor_vae</td><td>disent/mig</td><td>2</td><td>0</td><td>1</td>" in page.replace(
+        ' class="text"', ""
+    )
+    assert "pareto_overall" in page
+
+
+def test_select_and_report_read_a_sweep_of_an_earlier_release(workdir, make_sweep, earlier_release):
+    """Params beta and capacity, checkpoints at the root of a trial's, states naming beta and C_max."""
+    record = make_sweep(workdir, earlier_release(), legacy=True)
+    result = runner.invoke(app, ["report", record.sweep_id, "--out", str(workdir / "out")])
+    assert result.exit_code == 0, result.output
+    tags = trial_tags(MlflowClient(record.tracking_uri), record)
+    assert tags["annealed_vae gamma=4 c_max=25 seed=2"] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    # C_max 25 reconstructs as well as C_max 0 (median 110) and scores better: the front of both objectives.
+    assert tags["annealed_vae gamma=4 c_max=25 seed=1"] == {
+        "selected": "tradeoff,seed_sensitivity",
+        "role": "median_seed,pareto,pareto_overall",
+    }
+    assert tags["beta_vae beta=1 seed=2"] == {"selected": "tradeoff,seed_sensitivity", "role": "median_seed,pareto"}
+    rows = pq.read_table(workdir / "out" / "results.parquet").to_pylist()
+    assert {(r["objective"], r["beta"], r["gamma"], r["c_max"]) for r in rows} == {
+        ("beta_vae", 1.0, None, None),
+        ("annealed_vae", None, 4.0, 25.0),
+    }
+    assert all(r["udr"] is not None for r in rows)  # every root-level checkpoint was read
+    assert len(list((workdir / "out").glob("model_annealed_vae_gamma=4_c_max=25_seed=*_traversal.png"))) == 3
+
+
 # -- the report folder is the report's own ------------------------------------------------
 
 
 def test_report_refuses_a_folder_it_did_not_make_and_leaves_its_files_alone(workdir, make_sweep, two_by_three):
-    record = make_sweep(workdir, two_by_three(with_weights=False))
+    record = make_sweep(workdir, two_by_three(with_checkpoints=False))
     client = MlflowClient(record.tracking_uri)
     mine = workdir / "mine"
     mine.mkdir()
@@ -183,7 +238,7 @@ def test_report_refuses_a_folder_it_did_not_make_and_leaves_its_files_alone(work
 
 
 def test_select_again_moves_the_tags_to_the_new_picks(workdir, make_sweep, two_by_three):
-    record = make_sweep(workdir, two_by_three(with_weights=False))
+    record = make_sweep(workdir, two_by_three(with_checkpoints=False))
     client = MlflowClient(record.tracking_uri)
     first = runner.invoke(app, ["select", record.sweep_id, "--no-udr"])
     assert first.exit_code == 0, first.output
@@ -193,9 +248,9 @@ def test_select_again_moves_the_tags_to_the_new_picks(workdir, make_sweep, two_b
     second = runner.invoke(app, ["select", record.sweep_id, "--no-udr", "--by", "disent/sap", "--mode", "min"])
     assert second.exit_code == 0, second.output
     tags = trial_tags(client, record)
-    assert tags[(1.0, 0)] == {"selected": "seed_sensitivity", "role": "best_seed"}
-    assert tags[(8.0, 0)] == {"selected": "seed_sensitivity", "role": "worst_seed"}
-    assert tags[(8.0, 1)] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    assert tags["beta_vae beta=1 seed=0"] == {"selected": "seed_sensitivity", "role": "best_seed"}
+    assert tags["beta_vae beta=8 seed=0"] == {"selected": "seed_sensitivity", "role": "worst_seed"}
+    assert tags["beta_vae beta=8 seed=1"] == {"selected": "seed_sensitivity", "role": "best_seed"}
     assert client.get_run(record.parent_run_id).data.tags["selected.by"] == "disent/sap (min)"
 
 
@@ -203,7 +258,7 @@ def test_select_again_moves_the_tags_to_the_new_picks(workdir, make_sweep, two_b
 
 
 def test_unknown_sweep_and_unknown_score_exit_3_and_2(workdir, make_sweep, two_by_three):
-    record = make_sweep(workdir, two_by_three(with_weights=False))
+    record = make_sweep(workdir, two_by_three(with_checkpoints=False))
     unknown = runner.invoke(app, ["report", "smoke-20990101-000000-ffff"])
     assert unknown.exit_code == 3 and "no sweep 'smoke-20990101-000000-ffff'" in unknown.output
     elsewhere = runner.invoke(app, ["select", "nope", "--tracking-uri", record.tracking_uri])
@@ -221,7 +276,13 @@ def test_unknown_sweep_and_unknown_score_exit_3_and_2(workdir, make_sweep, two_b
 
 def test_a_sweep_without_finished_trials_exits_3(workdir, make_sweep, trial_metrics):
     failed = [
-        {"beta": 1.0, "seed": s, "status": "FAILED", "error": "boom", "metrics": trial_metrics(1, 0.1, 0.1)}
+        {
+            "configuration": Configuration.of("beta_vae", {"beta": 1.0}),
+            "seed": s,
+            "status": "FAILED",
+            "error": "boom",
+            "metrics": trial_metrics(1, 0.1, 0.1),
+        }
         for s in range(2)
     ]
     record = make_sweep(workdir, failed)

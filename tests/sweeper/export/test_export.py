@@ -20,13 +20,14 @@ from trainables.trainer import Trainer
 from trainables.trial import Configuration, model_folder
 
 runner = CliRunner()
+BETA_8 = Configuration.of("beta_vae", {"beta": 8.0})
 SWEEP = "fake-20260101-000000-abcd"  # tests/sweeper/conftest.py's SWEEP_ID
 LATENTS = 4  # and its latent size
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A real trial's model after a few steps, and its checkpoint folder: beta 8, C_max 0, seed 0."""
+    """A real trial's model after a few steps, and its checkpoint folder: beta_vae beta=8, seed 0."""
     settings = TrialSettings.model_validate(
         {
             "model": {"latent_dim": LATENTS},
@@ -34,7 +35,7 @@ def trained(tmp_path_factory):
             "eval": {"metrics": []},
         }
     )
-    trainer = Trainer(settings, Configuration.of("beta_vae", {"beta": 8.0}), seeds=(0,))
+    trainer = Trainer(settings, BETA_8, seeds=(0,))
     trainer.train(2)
     folder = tmp_path_factory.mktemp("trained") / "checkpoint"
     trainer.save(folder)
@@ -42,21 +43,19 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, make_sweep, two_by_three, trial_metrics, trained):
-    """beta 1 and 8 x 3 seeds; beta 8 seed 0 (the best by MIG) is the trained model; beta 4 has no checkpoint."""
+def sweep(tmp_path_factory, make_sweep, two_by_three, trial_metrics, trained, runs_by_name):
+    """beta_vae beta 1 and 8 x 3 seeds; beta 8 seed 0 (the best by MIG) is the trained model; beta 4 has no
+    checkpoint; beta 1 seed 0's checkpoint says it is seed 5's."""
     folder = tmp_path_factory.mktemp("sweep")
     trials = two_by_three()
-    best = {k: v for k, v in trials[3].items() if k != "weights"}
-    assert (best["beta"], best["seed"]) == (8.0, 0)
+    best = {k: v for k, v in trials[3].items() if k != "init"}
+    assert (best["configuration"], best["seed"]) == (BETA_8, 0)
     trials[3] = {**best, "checkpoint": str(trained[1])}
-    trials.append({"beta": 4.0, "seed": 0, "metrics": trial_metrics(50.0, 0.01, 0.0)})
+    trials[0]["state"] = {"seed": 5}
+    beta_4 = Configuration.of("beta_vae", {"beta": 4.0})
+    trials.append({"configuration": beta_4, "seed": 0, "metrics": trial_metrics(50.0, 0.01, 0.0)})
     record = make_sweep(folder, trials)
-    client = MlflowClient(record.tracking_uri)
-    runs = {
-        (float(r.data.params["beta"]), int(r.data.params["seed"])): r.info.run_id
-        for r in client.search_runs([record.experiment_id], "tags.`sweeper.role` = 'trial'")
-    }
-    return folder, record, runs
+    return folder, record, runs_by_name(MlflowClient(record.tracking_uri), record)
 
 
 def export(sweep, out: Path, *args: str):
@@ -74,8 +73,9 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
     assert result.exit_code == 0, result.output
     assert "best trial by disent/mig" in result.output
     (model_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
-    assert model_dir.name.startswith("beta=8_C=0_seed=0_")
+    assert model_dir.name.startswith("beta_vae_beta=8_seed=0_")
     loaded = load_exported(tmp_path / "out")  # the export folder of one model loads it
+    assert (loaded.objective, loaded.weights) == ("beta_vae", {"beta": 8.0})
     x = observation_set(16)
     with torch.no_grad():
         mu, logvar = model.encoder(x)
@@ -89,7 +89,7 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
 
     config = json.loads((model_dir / exported.CONFIG_FILE).read_text())
     assert config["model"]["latent_dim"] == LATENTS and config["seed"] == 0
-    assert (config["objective"]["beta"], config["objective"]["capacity_max"]) == (8.0, 0.0)
+    assert config["objective"] == {"kind": "beta_vae", "weights": {"beta": 8.0}}  # capacity_steps: AnnealedVAE's
     assert config["data"]["name"] == "dsprites"
     assert config["training"]["steps_done"] == 2
     assert {"torch", "safetensors"} <= config["library_versions"]["exported_with"].keys()
@@ -98,8 +98,10 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
     stats = metrics["configuration"]["seed_statistics"]["disent/mig"]
     assert stats["n"] == 3 and stats["median"] == pytest.approx(0.5) and stats["max"] == pytest.approx(0.7)
     assert metrics["configuration"]["rank_among_seeds"] == {"score": "disent/mig", "mode": "max", "rank": 1, "of": 3}
+    assert (metrics["configuration"]["objective"], metrics["configuration"]["weights"]) == ("beta_vae", {"beta": 8.0})
     card = (model_dir / exported.CARD_FILE).read_text()
-    assert "# beta-VAE: beta=8 C=0 seed=0" in card and "](traversal.png)" in card and "| disent/mig | 0.7 | 0.5 |" in card
+    assert "# beta_vae beta=8 seed=0" in card and "- objective: `beta_vae`; beta = 8\n" in card
+    assert "](traversal.png)" in card and "| disent/mig | 0.7 | 0.5 |" in card
     manifest = json.loads((model_dir / exported.MANIFEST_FILE).read_text())["files"]
     files = (exported.WEIGHTS_FILE, exported.CONFIG_FILE, exported.METRICS_FILE, exported.CARD_FILE)
     assert sorted(manifest) == sorted([*files, exported.TRAVERSAL_FILE])
@@ -111,7 +113,7 @@ def test_round_trip_gives_the_trials_codes_and_reconstructions(sweep, trained, t
 def test_median_seed_of_the_best_configuration(sweep, tmp_path):
     result = export(sweep, tmp_path / "out", "--median-seed")
     assert result.exit_code == 0, result.output
-    assert [p.name.rsplit("_", 1)[0] for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["beta=8_C=0_seed=2"]
+    assert [p.name.rsplit("_", 1)[0] for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["beta_vae_beta=8_seed=2"]
 
 
 def test_an_existing_folder_is_refused_unless_forced(sweep, tmp_path):
@@ -130,7 +132,7 @@ def test_an_existing_folder_is_refused_unless_forced(sweep, tmp_path):
 
 def test_a_run_without_checkpoint_fails_and_leaves_nothing(sweep, tmp_path):
     _, _, runs = sweep
-    good, bad = runs[(8.0, 1)], runs[(4.0, 0)]
+    good, bad = runs["beta_vae beta=8 seed=1"], runs["beta_vae beta=4 seed=0"]
     result = export(sweep, tmp_path / "out", "--run", good, "--run", bad)
     assert result.exit_code == 3
     assert f"run {bad}" in result.output and "no checkpoint" in result.output
@@ -149,12 +151,12 @@ def test_picks_need_a_selection_then_export_each_picked_run(sweep, tmp_path):
     result = export(sweep, tmp_path / "none", "--picks", "all")
     assert result.exit_code == 3 and "sweeper select" in result.output
     client = MlflowClient(record.tracking_uri)
-    picked = [runs[(1.0, 2)], runs[(8.0, 2)]]
+    picked = [runs["beta_vae beta=1 seed=2"], runs["beta_vae beta=8 seed=2"]]
     try:
         for run in picked:
-            client.set_tag(run, "selected", "beta_tradeoff")
+            client.set_tag(run, "selected", "tradeoff")
             client.set_tag(run, "role", "median_seed")
-        result = export(sweep, tmp_path / "out", "--picks", "beta_tradeoff")
+        result = export(sweep, tmp_path / "out", "--picks", "tradeoff")
         assert result.exit_code == 0, result.output
         index = json.loads((tmp_path / "out" / exported.INDEX_FILE).read_text())
         assert sorted(m["run_id"] for m in index["models"]) == sorted(picked)
@@ -174,7 +176,7 @@ def test_register_with_alias_and_load_from_the_registry(sweep, trained, tmp_path
     assert result.exit_code == 0, result.output
     client = MlflowClient(record.tracking_uri, registry_uri=record.tracking_uri)
     version = client.get_model_version_by_alias("beta-vae", "champion")
-    assert version.run_id == runs[(8.0, 0)] and str(version.version) == "1"
+    assert version.run_id == runs["beta_vae beta=8 seed=0"] and str(version.version) == "1"
     assert "champion" in client.get_registered_model("beta-vae").aliases
     x = observation_set(8)
     local = load_exported(tmp_path / "out")
@@ -214,9 +216,40 @@ def test_a_truncated_checkpoint_is_named(trained, tmp_path):
     shutil.copytree(trained[1], copy)
     weights = copy / exported.WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:500])
-    row = {"checkpoint": str(copy), "beta": 8.0, "capacity": 0.0, "seed": 0, "run_id": "r1"}
+    row = {"checkpoint": str(copy), "objective": "beta_vae", "beta": 8.0, "seed": 0, "run_id": "r1"}
     with pytest.raises(EnvironmentProblem, match=f"{weights}: not a readable safetensors file"):
         read_checkpoint(row)
+
+
+def test_a_checkpoint_of_another_model_is_refused(sweep, tmp_path):
+    _, _, runs = sweep
+    run = runs["beta_vae beta=1 seed=0"]
+    result = export(sweep, tmp_path / "out", "--run", run)
+    assert result.exit_code == 3, result.output
+    assert f"beta_vae beta=1 seed=0 (run {run}): checkpoint " in result.output
+    identity = "objective=beta_vae, weights={'beta': 1.0}, seed="
+    assert f"belongs to {identity}5, not to {identity}0" in result.output
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_a_sweep_of_an_earlier_release_exports_and_loads_as_its_objective(
+    tmp_path_factory, make_sweep, earlier_release, tmp_path
+):
+    """Params beta/capacity, a root-level checkpoint whose state names beta and C_max: AnnealedVAE gamma 4."""
+    folder = tmp_path_factory.mktemp("earlier")
+    make_sweep(folder, earlier_release(), legacy=True)
+    result = runner.invoke(app, ["export", SWEEP, "--to", str(tmp_path / "out"), "--storage", str(folder / "sweeps")])
+    assert result.exit_code == 0, result.output
+    (model_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert model_dir.name.startswith("annealed_vae_gamma=4_c_max=25_seed=2_")  # the best by MIG
+    config = json.loads((model_dir / exported.CONFIG_FILE).read_text())
+    weights = {"gamma": 4.0, "c_max": 25.0}
+    assert config["objective"] == {"kind": "annealed_vae", "weights": weights, "capacity_steps": 100}
+    loaded = load_exported(model_dir)
+    assert (loaded.objective, loaded.weights) == ("annealed_vae", {"gamma": 4.0, "c_max": 25.0})
+    card = (model_dir / exported.CARD_FILE).read_text()
+    assert "# annealed_vae gamma=4 c_max=25 seed=2" in card
+    assert "- objective: `annealed_vae`; gamma = 4, c_max = 25, capacity_steps = 100" in card
 
 
 def test_force_never_replaces_the_storage_or_the_sweep_folder(sweep, tmp_path):
