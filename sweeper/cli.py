@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sweeper.errors import SweeperError
+from sweeper.errors import ConfigError, SweeperError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
@@ -226,6 +226,9 @@ def export(
     from sweeper.tracking.client import connect
 
     _no_credentials(tracking_uri, "--tracking-uri")
+    given = [name for name, on in (("--median-seed", median_seed), ("--picks", picks), ("--run", run)) if on]
+    if len(given) > 1:
+        _fail(ConfigError(f"{' and '.join(given)}: give one of --median-seed, --picks and --run, not several"))
     choice = Choice(by, mode == "max", median_seed, picks, tuple(run or ()))
     try:
         ref = locate_sweep(sweep, storage, tracking_uri)

@@ -4,6 +4,14 @@
 class SweeperError(Exception):
     exit_code = 1
 
+    def __init__(self, message: str) -> None:
+        """The message is kept with any URI or address in it masked (`sweeper.uris.redact`), so wherever it
+        is shown (the CLI, a log, a traceback), one that quotes a Ray address or a store's URI, or a
+        library's words about one, shows no password."""
+        from sweeper.uris import redact  # sweeper.uris imports this module
+
+        super().__init__(redact(message))
+
 
 class ConfigError(SweeperError):
     """The config file or an override is wrong: nothing was started."""

@@ -16,8 +16,13 @@ from sweeper.errors import ConfigError
 
 # `user:password@` after `scheme://`. The second branch catches a password holding '/', as AWS
 # secret keys often do ("s3://KEY:abc/def@bucket"), and leaves alone a port followed by a path
-# with an '@' in it ("http://host:5000/a@b").
-_USERINFO = re.compile(r"(?<=://)(?:[^/@\s'\"]*|[^/@\s'\":]+:(?!\d*/)[^@\s'\"]*)@")
+# with an '@' in it ("http://host:5000/a@b"). The third catches an address without a scheme, as
+# Ray takes them ("user:password@host:6379"): a word that starts the text or follows a space, a
+# quote, '=' or '(' and holds a ':' before its '@' (a file name with an '@' is left alone).
+_USERINFO = re.compile(
+    r"(?<=://)(?:[^/@\s'\"]*|[^/@\s'\":]+:(?!\d*/)[^@\s'\"]*)@"
+    r"|(?<![^\s'\"=(])[^/@\s'\"=(:]+:[^/@\s'\"]*@"
+)
 
 _HINTS = {  # where the credentials of a URI scheme go instead
     "http": "give them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
@@ -35,7 +40,8 @@ class CredentialsInURI(ConfigError, ValueError):
 
 
 def redact(text: str) -> str:
-    """`http://user:secret@host` -> `http://***@host`, in a URI or in any text that quotes one."""
+    """`http://user:secret@host` -> `http://***@host` (and `user:secret@host:6379` -> `***@host:6379`),
+    in a URI or address or in any text that quotes one."""
     return _USERINFO.sub("***@", text)
 
 

@@ -8,9 +8,9 @@ errors everywhere: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from trainables.metrics import SPECS
 from trainables.metrics.dci import BACKENDS as DCI_BACKENDS
@@ -32,6 +32,19 @@ def metric_outputs(metric: str) -> tuple[str, ...]:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_a_boolean(value: object) -> object:
+    # YAML reads `true`, `yes` and `on` as booleans, which pydantic would take as the number 1: a flag
+    # given to the wrong key (`--set training.steps=true`) must not become one training step.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# Every integer and float setting, here and in the sweep config, is one of these.
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Real = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 FILE_DATASETS: tuple[str, ...] = ("dsprites_file", "npz", "shapes3d", "mpi3d", "smallnorb", "cars3d")  # read from `path`
@@ -90,7 +103,7 @@ class DataSettings(Strict):
 
 
 class ModelSettings(Strict):
-    latent_dim: int = Field(10, ge=1, le=1024)
+    latent_dim: Integer = Field(10, ge=1, le=1024)
 
 
 # The study's objectives (trainables.objectives) and the weights each is searched by, named as the study
@@ -106,17 +119,17 @@ OBJECTIVE_WEIGHTS: dict[str, tuple[str, ...]] = {
 
 
 class ObjectiveSettings(Strict):
-    capacity_steps: int = Field(
+    capacity_steps: Integer = Field(
         100_000, ge=0, le=10**9, description="annealed_vae: steps over which C(t) rises linearly to c_max"
     )
 
 
 class TrainingSettings(Strict):
-    steps: int = Field(300_000, ge=1, le=10**9)
-    batch_size: int = Field(64, ge=1, le=65536)
-    lr: float = Field(1e-4, gt=0, allow_inf_nan=False)
-    report_every: int = Field(100, ge=1, le=10**9, description="steps between reports to Tune and MLflow")
-    checkpoint_every: int = Field(10_000, ge=1, le=10**9)
+    steps: Integer = Field(300_000, ge=1, le=10**9)
+    batch_size: Integer = Field(64, ge=1, le=65536)
+    lr: Real = Field(1e-4, gt=0, allow_inf_nan=False)
+    report_every: Integer = Field(100, ge=1, le=10**9, description="steps between reports to Tune and MLflow")
+    checkpoint_every: Integer = Field(10_000, ge=1, le=10**9)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(
         False, description="bfloat16 autocast on GPU (less memory; slower for the reference model); ignored on CPU"
@@ -124,17 +137,17 @@ class TrainingSettings(Strict):
     compile: bool = Field(
         False, description="torch.compile the training step's encoder and decoder (CUDA graphs on GPU)"
     )
-    threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: the trial's CPUs")
-    seed_offset: int = Field(
+    threads: Integer | None = Field(None, ge=1, le=1024, description="torch threads; default: the trial's CPUs")
+    seed_offset: Integer = Field(
         0, ge=0, le=2**31, description="seed of repeat i is seed_offset + i (below 2**32, as numpy needs)"
     )
 
 
 class EvalSettings(Strict):
-    every: int = Field(50_000, ge=1, description="steps between evaluations; the last step always evaluates")
+    every: Integer = Field(50_000, ge=1, description="steps between evaluations; the last step always evaluates")
     preset: Literal["reference", "fast"] = "reference"
     metrics: tuple[Literal[METRIC_NAMES], ...] = METRIC_NAMES  # type: ignore[valid-type]
-    overrides: dict[Literal[METRIC_NAMES], dict[str, int]] = {}  # type: ignore[valid-type]
+    overrides: dict[Literal[METRIC_NAMES], dict[str, Integer]] = {}  # type: ignore[valid-type]
     representation: Literal["mean", "sampled"] = "mean"
     dci_backend: Literal[DCI_BACKENDS] = Field(  # type: ignore[valid-type]
         "exact",

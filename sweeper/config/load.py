@@ -29,7 +29,7 @@ def validate_config(raw: dict[str, Any], source: str) -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc, raw)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from exc
 
 
 def dump_config(config: SweepConfig) -> str:

@@ -22,31 +22,32 @@ def invalid_config(source: str, problems: list[str]) -> str:
 
 
 def _union_branch(part: object) -> str | None:
-    """The branch name pydantic puts in an error's location for `list[float] | Range`."""
+    """The branch name pydantic puts in an error's location for `list[FiniteFloat] | Range`
+    (`list[...]` spells out the item's validators)."""
     text = str(part)
-    if text == "list[float]":
+    if text.startswith("list["):
         return "list"
     if text == "Range" or text.endswith(", Range]"):
         return "Range"
     return None
 
 
-def _written_as_range(raw: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
-    """Whether the value at `loc`, up to its union branch, was written as a mapping (a Range)."""
-    value: Any = raw
-    for part in loc:
-        if _union_branch(part):
-            break
-        value = value[part]
-    return isinstance(value, dict)
+def _other_branch(item: dict[str, Any], position: int, branch: str) -> bool:
+    """Whether an error of `list | Range` comes from the branch the value was not written as. An error
+    inside a branch (an item of the list, a bound of the range) means the value had that branch's shape;
+    one about the whole value shows the value itself. Read from the error alone: a config of an earlier
+    release is rewritten before validation, so its keys are not where the error's location points."""
+    if position < len(item["loc"]) - 1:
+        return False
+    return isinstance(item["input"], dict) != (branch == "Range")
 
 
-def format_validation_error(source: str, error: ValidationError, raw: dict[str, Any]) -> str:
+def format_validation_error(source: str, error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         # `beta: list | Range` reports both branches; keep only the one the value was written as.
-        branch = next((b for b in map(_union_branch, item["loc"]) if b), None)
-        if branch is not None and _written_as_range(raw, item["loc"]) != (branch == "Range"):
+        branch = next(((i, b) for i, b in enumerate(map(_union_branch, item["loc"])) if b), None)
+        if branch is not None and _other_branch(item, *branch):
             continue
         key = ".".join(str(p) for p in item["loc"] if not _union_branch(p))
         message = item["msg"].removeprefix("Value error, ")

@@ -14,22 +14,19 @@ trials cannot disagree about a key.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    Field,
-    FiniteFloat,
-    field_validator,
-    model_validator,
-)
+from pydantic import AllowInfNan, Field, field_validator, model_validator
 
 from sweeper.uris import refuse_credentials
 from trainables.settings import (
     OBJECTIVE_WEIGHTS,
     DataSettings,
     EvalSettings,
+    Integer,
     ModelSettings,
     ObjectiveSettings,
+    Real,
     Strict,
     TrainingSettings,
     TrialSettings,
@@ -40,7 +37,9 @@ OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # what pyarrow.fs, 
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
 MAX_SEEDS = 1000
 MAX_SAMPLES = 100_000  # optuna configurations
+MAX_MODELS = 100_000  # configurations x seeds in one sweep: each is an MLflow run and a line of Tune's state
 MAX_EVAL_EVERY = 10**9  # as training.steps
+FiniteFloat = Annotated[Real, AllowInfNan(False)]
 
 
 class Range(Strict):
@@ -79,16 +78,16 @@ class SearchConfig(Strict):
         description="each objective searched (beta_vae, annealed_vae, factor_vae, dip_vae_i, dip_vae_ii, "
         "beta_tcvae) with the values of its own weights: grid, lists; optuna, a list (categorical) or a range"
     )
-    seeds: int = Field(
+    seeds: Integer = Field(
         1, ge=1, le=MAX_SEEDS, description="repeats of every configuration, seeds seed_offset .. +seeds-1"
     )
-    num_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
+    num_samples: Integer | None = Field(None, ge=1, le=MAX_SAMPLES, description="optuna: configurations to try")
     sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
     metric: str | list[str] = Field("loss", description="one metric, or a list for a multi-objective search")
     mode: Mode | list[Mode] = Field("min", description="one per metric")
     scheduler: Literal["fifo", "asha", "pareto"] = "fifo"
-    reduction_factor: int = Field(4, ge=2, le=100, description="asha and pareto: 1 in this many go on at a rung")
-    max_concurrent: int | None = Field(None, ge=1)
+    reduction_factor: Integer = Field(4, ge=2, le=100, description="asha and pareto: 1 in this many go on at a rung")
+    max_concurrent: Integer | None = Field(None, ge=1)
     pack_seeds: bool = Field(
         False, description="train the seeds of a configuration as one stacked model in one trial"
     )
@@ -171,6 +170,20 @@ class SearchConfig(Strict):
             total += math.prod(len(values) for values in weights.values())
         return total
 
+    @model_validator(mode="after")
+    def _bounded_models(self) -> SearchConfig:
+        models = self.trained_configurations() * self.seeds
+        if models > MAX_MODELS:
+            raise ValueError(
+                f"seeds = {self.seeds} over {self.trained_configurations():,} configurations = {models:,} models: "
+                f"more than the {MAX_MODELS:,} one sweep may train (configurations x seeds)"
+            )
+        return self
+
+    def trained_configurations(self) -> int:
+        """The configurations the sweep trains: every one of a grid, or Optuna's samples."""
+        return (self.configuration_count() or 0) if self.kind == "grid" else self.num_samples or 0
+
     def _consistent_metrics(self) -> None:
         if isinstance(self.metric, list) != isinstance(self.mode, list) or len(self.metrics) != len(self.modes):
             raise ValueError(
@@ -203,8 +216,8 @@ class SearchConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
-    gpu: float = Field(0.0, ge=0, allow_inf_nan=False, description="fractions share one GPU: 0.25 packs four on it")
+    cpu: Real = Field(1.0, gt=0, allow_inf_nan=False)
+    gpu: Real = Field(0.0, ge=0, allow_inf_nan=False, description="fractions share one GPU: 0.25 packs four on it")
 
     @field_validator("gpu")
     @classmethod
@@ -217,7 +230,7 @@ class ResourcesConfig(Strict):
 class TrackingConfig(Strict):
     uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str | None = Field(None, description="default: the sweep name")
-    wait_s: float = Field(
+    wait_s: Real = Field(
         120.0, ge=0, le=86_400, allow_inf_nan=False,
         description="at the end of a sweep, how long to wait for a tracking server that is away before its "
         "writes are left in the sweep folder for `sweeper resume`",
@@ -241,7 +254,7 @@ class RayConfig(Strict):
 
 
 class FailureConfig(Strict):
-    max_failures: int = Field(2, ge=0, description="retries of a trial from its last checkpoint")
+    max_failures: Integer = Field(2, ge=0, description="retries of a trial from its last checkpoint")
 
 
 class SweepConfig(Strict):

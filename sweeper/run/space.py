@@ -106,8 +106,7 @@ def num_samples(config: SweepConfig) -> int:
 
 
 def configuration_count(config: SweepConfig) -> int:
-    search = config.search
-    return len(grid_configurations(config)) if search.kind == "grid" else int(search.num_samples or 0)
+    return config.search.trained_configurations()
 
 
 def trial_count(config: SweepConfig) -> int:
@@ -302,27 +301,45 @@ def scheduler(config: SweepConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
+PLAN_LINES = 40  # a grid of more configurations (the study has 36) is described by its space, not line by line
+LISTED = 8  # values listed in full; a longer list shows its first and last values and its length
+
+
 def describe_plan(config: SweepConfig) -> list[str]:
-    """Human-readable lines: every trial of a grid, or the shape of an Optuna search."""
+    """Human-readable lines: every trial of a small grid, or the shape of a larger grid or an Optuna
+    search; long lists of values and seeds are summarised."""
     search = config.search
-    if search.kind == "grid":
-        packed = " (one packed trial)" if search.pack_seeds else ""
-        return [f"{c.label()}  seeds={seeds(config)}{packed}" for c in grid_configurations(config)]
-    how = "trained together as one packed trial" if search.pack_seeds else "repeated"
-    space = "; ".join(
+    span = _seed_span(seeds(config))
+    spaces = [
         f"{kind} with " + ", ".join(f"{name} in {_shown(values)}" for name, values in weights.items())
         for kind, weights in search.objectives.items()
-    )
+    ]
+    if search.kind == "grid" and configuration_count(config) <= PLAN_LINES:
+        packed = " (one packed trial)" if search.pack_seeds else ""
+        return [f"{c.label()}  seeds={span}{packed}" for c in grid_configurations(config)]
+    if search.kind == "grid":
+        packed = " (one packed trial each)" if search.pack_seeds else ""
+        count = f"grid of {configuration_count(config)} configurations, each over seeds={span}{packed}:"
+        return [count, *(f"  {space}" for space in spaces)]
+    how = "trained together as one packed trial" if search.pack_seeds else "repeated"
     return [
-        f"optuna ({search.sampler}): {search.num_samples} configurations of {space}",
-        f"each {how} over seeds {seeds(config)[0]}..{seeds(config)[-1]};"
-        f" optimising the seeds' mean {search.metrics_text()}",
+        f"optuna ({search.sampler}): {search.num_samples} configurations of {'; '.join(spaces)}",
+        f"each {how} over seeds={span}; optimising the seeds' mean {search.metrics_text()}",
         *([f"stopping trials early: {search.scheduler}, 1 in {search.reduction_factor} go on at each rung"]
           if search.scheduler != "fifo" else []),
     ]  # fmt: skip
 
 
 def _shown(values: Values) -> str:
+    """`{1, 2, 4}`, `{1, 2, 3, ..., 20} (20 values)` for a long list, or a range as `[1, 16] (log)`."""
     if isinstance(values, Range):
         return f"[{values.low:g}, {values.high:g}]" + (" (log)" if values.log else "")
-    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+    shown = [f"{v:g}" for v in values]
+    if len(shown) > LISTED:
+        return "{" + ", ".join(shown[:3]) + f", ..., {shown[-1]}}} ({len(shown)} values)"
+    return "{" + ", ".join(shown) + "}"
+
+
+def _seed_span(repeats: list[int]) -> str:
+    """`[0, 1, 2]`, or `0..999 (1000)` for many: a configuration's seeds are consecutive (`seed_of`)."""
+    return str(repeats) if len(repeats) <= LISTED else f"{repeats[0]}..{repeats[-1]} ({len(repeats)})"

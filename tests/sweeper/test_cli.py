@@ -37,8 +37,19 @@ def test_dry_run_prints_the_full_beta_grid_plan(in_tmp):
     assert result.exit_code == 0, result.output
     assert "6 trials (30 models)" in result.output
     for beta in (1, 2, 4, 6, 8, 16):
-        assert f"beta_vae beta={beta}  seeds=[0, 1, 2, 3, 4]" in result.output
+        assert f"beta_vae beta={beta}  seeds=[0, 1, 2, 3, 4] (one packed trial)" in result.output
     assert nothing_created(in_tmp)
+
+
+def test_dry_run_of_many_seeds_prints_a_short_plan(in_tmp):
+    betas = ", ".join(str(b) for b in range(1, 51))
+    args = ["launch", str(CONFIGS / "smoke.yaml"), "--dry-run", "--set",
+            f"search.objectives.beta_vae.beta=[{betas}]", "--set",
+            "search.seeds=1000"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "50000 trials" in result.output and "seeds=0..999 (1000)" in result.output
+    assert len(result.output.splitlines()) < 10 and "997, 998" not in result.output
 
 
 def test_dry_run_of_optuna_describes_the_search(in_tmp):
@@ -99,6 +110,8 @@ def test_status_of_an_unknown_sweep_exits_3(in_tmp):
         ["export", "some-sweep", "--to", "out", "--tracking-uri", "http://alice:hunter2@mlflow.example"],
         ["launch", str(CONFIGS / "smoke.yaml"), "--address", "ray://alice:hunter2@head.example:10001"],
         ["resume", "some-sweep", "--address", "ray://alice:hunter2@head.example:10001"],
+        ["launch", str(CONFIGS / "smoke.yaml"), "--address", "alice:hunter2@127.0.0.1:6379"],
+        ["resume", "some-sweep", "--address", "alice:hunter2@127.0.0.1:6379"],
     ],
 )
 def test_credentials_in_a_uri_option_exit_2_and_are_not_echoed(args, in_tmp):
@@ -116,6 +129,14 @@ def test_launch_refuses_storage_on_a_file_and_creates_nothing(in_tmp):
     assert result.exit_code == 2, result.output
     assert "storage = 'afile': is a file, not a folder" in result.output
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_storage_where_no_folder_can_be_made_exits_2(command, in_tmp):
+    result = runner.invoke(app, [command, str(CONFIGS / "smoke.yaml"), "--set", "storage=/proc/x"])
+    assert result.exit_code == 2, result.output
+    assert "storage = '/proc/x': cannot be created: /proc is not writable" in result.output
+    assert nothing_created(in_tmp)
 
 
 BOMB = "\n".join(
@@ -159,7 +180,9 @@ def test_a_missing_dataset_file_exits_2_naming_data_path(command, in_tmp):
     assert nothing_created(in_tmp)
 
 
-def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(in_tmp, make_sweep, two_by_three, tune_state):
+def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(
+    in_tmp, make_sweep, two_by_three, tune_state
+):
     # A sweep folder copied from the cluster to a laptop: the dataset file it trained on is not here.
     trials = two_by_three()
     record = make_sweep(in_tmp, trials)
@@ -179,3 +202,19 @@ def test_a_sweep_whose_dataset_file_is_gone_still_shows_selects_and_exports(in_t
     assert export.exit_code == 0, export.output
     (index,) = json.loads((in_tmp / "out" / "index.json").read_text())["models"]
     assert json.loads((in_tmp / "out" / index["folder"] / "config.json").read_text())["data"]["path"] == gone
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--median-seed", "--run", "abc"], "--median-seed and --run"),
+        (["--picks", "all", "--run", "abc"], "--picks and --run"),
+        (["--median-seed", "--picks", "all"], "--median-seed and --picks"),
+    ],
+)
+def test_export_refuses_alternative_choices_given_together(options, named, in_tmp):
+    # `--run` silently won over the others.
+    result = runner.invoke(app, ["export", "some-sweep", "--to", "out", *options])
+    assert result.exit_code == 2, result.output
+    assert f"{named}: give one of --median-seed, --picks and --run, not several" in result.output
+    assert not (in_tmp / "out").exists()

@@ -51,7 +51,6 @@ def objects(store: pyarrow.fs.S3FileSystem, prefix: str) -> list[str]:
     return [info.path for info in found if info.type == pyarrow.fs.FileType.File]
 
 
-@pytest.mark.sweep
 def checkpoint_in_tune_state(sweeps: Path) -> bool:
     """Tune's experiment state in the bucket (read as status reads it, nothing unpickled) holds a trial past
     its first checkpoint: what a resume needs to restore a trial from the bucket."""
@@ -66,6 +65,7 @@ def checkpoint_in_tune_state(sweeps: Path) -> bool:
     return any(row.last_result.get("step", 0) >= REPORT for row in rows)
 
 
+@pytest.mark.sweep
 def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read_back_from_it(
     s3_env, tmp_path, monkeypatch
 ):

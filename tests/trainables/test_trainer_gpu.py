@@ -22,7 +22,7 @@ from trainables.settings import EvalSettings, TrialSettings
 from trainables.trainer import Trainer
 from trainables.trial import Configuration, model_folder
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def gpu_settings(training: dict | None = None, **data) -> TrialSettings:

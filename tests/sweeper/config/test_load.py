@@ -9,9 +9,11 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def test_overrides_reach_nested_keys_and_parse_values():
-    config = load_config(CONFIGS / "smoke.yaml", ["training.steps=30", "search.beta=[2, 3]", "eval.metrics=[mig]"])
+    config = load_config(
+        CONFIGS / "smoke.yaml", ["training.steps=30", "search.objectives.beta_vae.beta=[2, 3]", "eval.metrics=[mig]"]
+    )
     assert config.training.steps == 30
-    assert config.search.beta == [2.0, 3.0]
+    assert config.search.objectives == {"beta_vae": {"beta": [2.0, 3.0]}}
     assert config.eval.metrics == ("mig",)
 
 

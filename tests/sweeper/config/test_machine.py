@@ -36,12 +36,13 @@ def test_tracking_uri_prefers_config_then_environment(monkeypatch):
     [
         ("MLFLOW_TRACKING_URI", "https://admin:hunter2@tracker", "MLFLOW_TRACKING_PASSWORD"),
         ("RAY_ADDRESS", "ray://admin:hunter2@head:10001", "environment"),
+        ("RAY_ADDRESS", "admin:hunter2@head:6379", "environment"),
     ],
 )
 def test_credentials_in_an_environment_uri_are_refused(monkeypatch, variable, uri, hint):
     monkeypatch.setenv(variable, uri)
     config = load_config(SMOKE)  # loading reads no environment
-    expected = rf"cfg\.yaml: invalid sweep config\n  \${variable} = '\w+://\*\*\*@[^']+': a user name or password .*{hint}"
+    expected = rf"cfg\.yaml: invalid sweep config\n  \${variable} = '(\w+://)?\*\*\*@[^']+': a user name or password .*{hint}"
     with pytest.raises(ConfigError, match=expected) as info:
         check_machine(config, "cfg.yaml")
     assert "hunter2" not in str(info.value)
@@ -119,6 +120,17 @@ def test_storage_in_a_folder_that_is_not_writable_is_refused(unwritable_folder):
     expected = rf"storage = '{storage}': cannot be created: {unwritable_folder} is not writable"
     with pytest.raises(ConfigError, match=expected):
         checked(f"storage={storage}")
+
+
+def test_storage_where_no_folder_can_be_made_is_refused_even_for_root():
+    # /proc looks writable to root (its permission bits allow it) but takes no new folder.
+    with pytest.raises(ConfigError, match=r"storage = '/proc/x': cannot be created: /proc is not writable \("):
+        checked("storage=/proc/x")
+
+
+def test_an_existing_storage_folder_must_take_a_sweep_folder(unwritable_folder):
+    with pytest.raises(ConfigError, match=rf"storage = '{unwritable_folder}': is not writable \("):
+        checked(f"storage={unwritable_folder}")
 
 
 def test_storage_that_does_not_exist_yet_is_accepted_and_not_created(tmp_path):

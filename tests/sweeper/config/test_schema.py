@@ -1,17 +1,22 @@
 """The schema: every key's bounds and cross-checks, read from the config alone, with errors that name
 the file, key and value."""
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from sweeper.config import Range, load_config
+from sweeper.config import Range, SweepConfig, load_config
 from sweeper.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+BETA = "search.objectives.beta_vae.beta"  # smoke.yaml's one searched weight
+BETA_KEY = re.escape(BETA)
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "beta_grid.yaml", "optuna_beta_capacity.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_are_valid(name):
     config = load_config(CONFIGS / name)
     assert config.search.seeds >= 1
@@ -19,14 +24,15 @@ def test_shipped_configs_are_valid(name):
 
 def test_beta_grid_is_the_classic_study():
     config = load_config(CONFIGS / "beta_grid.yaml")
-    assert config.search.beta == [1, 2, 4, 6, 8, 16]
+    assert config.search.objectives == {"beta_vae": {"beta": [1, 2, 4, 6, 8, 16]}}
     assert (config.training.steps, config.training.batch_size, config.training.lr) == (300_000, 64, 1e-4)
     assert config.eval.preset == "reference"
 
 
 def test_optuna_config_searches_ranges():
     config = load_config(CONFIGS / "optuna_beta_capacity.yaml")
-    assert isinstance(config.search.beta, Range) and config.search.beta.log
+    gamma = config.search.objectives["annealed_vae"]["gamma"]
+    assert isinstance(gamma, Range) and gamma.log
     assert config.search.kind == "optuna" and config.search.num_samples == 20
 
 
@@ -38,16 +44,14 @@ def test_trial_settings_take_threads_from_the_cpu_resources():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("search.beta=[0, 1]", r"search\.beta = 0\.0: must be > 0"),
-        ("search.beta=[-2]", r"search\.beta = -2\.0: must be > 0"),
-        ("search.capacity=[-1]", r"search\.capacity = -1\.0: C_max must be >= 0"),
+        ("search.objectives.beta_vae.beta=[0, 1]", r"search\.objectives\.beta_vae\.beta = 0: must be > 0"),
         ("search.seeds=0", r"search\.seeds = 0: Input should be greater than or equal to 1"),
         ("training.stepz=3", r"training\.stepz: unknown key"),
         ("bogus=1", r"bogus: unknown key"),
         ("training.steps=many", r"training\.steps = 'many': Input should be a valid integer"),
         ("search.metric=disent/nope", r"search\.metric = 'disent/nope': not reported"),
         ("search.kind=optuna", r"search\.num_samples is required"),
-        ("search.beta={low: 3, high: 1}", r"search\.beta\.low = 3\.0: must be below high = 1\.0"),
+        (f"{BETA}={{low: 3, high: 1}}", rf"{BETA_KEY}\.low = 3\.0: must be below high = 1\.0"),
         ("resources.gpu=1.5", r"resources\.gpu = 1\.5: .*whole number"),
         ("eval.overrides={mig: {num_trian: 3}}", r"overrides\.mig\.num_trian: unknown size"),
         ("storage=s3://bucket/sweeps", r"storage = 's3://bucket/sweeps': must be a folder .* under `checkpoints`"),
@@ -55,12 +59,11 @@ def test_trial_settings_take_threads_from_the_cpu_resources():
         ("checkpoints=s3://", r"checkpoints = 's3://': must be an object-store URI with a bucket"),
         ("checkpoints=ftp://host/x", r"checkpoints = 'ftp://host/x': must be an object-store URI"),
         # non-finite values, which training would meet only as a NonFiniteLossError
-        ("search.beta=[1, .inf]", r"search\.beta\.1 = inf: Input should be a finite number"),
-        ("search.beta=[.nan]", r"search\.beta\.0 = nan: Input should be a finite number"),
-        ("search.capacity=[.inf]", r"search\.capacity\.0 = inf: Input should be a finite number"),
-        ("search.beta={low: 1, high: .inf}", r"search\.beta\.high = inf: Input should be a finite number"),
-        ("search.capacity={low: .nan, high: 2}", r"search\.capacity\.low = nan: Input should be a finite number"),
-        ("search.capacity={low: 0, high: 4, log: true}", r"search\.capacity\.low = 0\.0: a log range must start above"),
+        (f"{BETA}=[1, .inf]", rf"{BETA_KEY}\.1 = inf: Input should be a finite number"),
+        (f"{BETA}=[.nan]", rf"{BETA_KEY}\.0 = nan: Input should be a finite number"),
+        (f"{BETA}={{low: 1, high: .inf}}", rf"{BETA_KEY}\.high = inf: Input should be a finite number"),
+        (f"{BETA}={{low: .nan, high: 2}}", rf"{BETA_KEY}\.low = nan: Input should be a finite number"),
+        (f"{BETA}={{low: 0, high: 4, log: true}}", rf"{BETA_KEY}\.low = 0\.0: a log range must start above"),
         ("training.lr=.inf", r"training\.lr = inf: Input should be a finite number"),
         ("training.lr=.nan", r"training\.lr = nan: Input should be a finite number"),
         ("resources.cpu=.inf", r"resources\.cpu = inf: Input should be a finite number"),
@@ -85,17 +88,29 @@ def test_bad_values_name_the_file_key_and_value(override, expected):
     assert info.value.exit_code == 2
 
 
-def test_an_optuna_search_with_nothing_to_search_is_refused():
-    # Ray's Optuna searcher would fail only when the sweep asks for its first configuration.
-    overrides = ["search.kind=optuna", "search.num_samples=2", "search.beta=[4.0]"]
-    with pytest.raises(ConfigError, match=r"beta = \[4\.0\], capacity = \[0\.0\]: optuna needs something to search"):
-        load_config(CONFIGS / "smoke.yaml", overrides)
-    load_config(CONFIGS / "smoke.yaml", [*overrides[:2], "search.beta=[4.0, 8.0]"])
-
-
 def test_metric_of_an_unselected_metric_is_refused():
     with pytest.raises(ConfigError, match="not reported"):
         load_config(CONFIGS / "smoke.yaml", ["eval.metrics=[dci]", "search.metric=disent/mig"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([f"{BETA}=[{', '.join(str(b) for b in range(1, 401))}]", "search.seeds=1000"],
+         "search.seeds = 1000 over 400 configurations = 400,000 models: more than the 100,000 one sweep may train"),
+        (["search.kind=optuna", "search.num_samples=100000", "search.seeds=2", f"{BETA}={{low: 1, high: 8}}"],
+         "search.seeds = 2 over 100,000 configurations = 200,000 models: more than the 100,000 one sweep may train"),
+    ],
+)
+def test_the_models_of_one_sweep_are_bounded(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    assert str(info.value).splitlines()[1].startswith(f"  {expected}")
+
+
+def test_a_sweep_at_the_bound_of_models_is_accepted():
+    beta = f"{BETA}=[{', '.join(str(b) for b in range(1, 101))}]"
+    assert load_config(CONFIGS / "smoke.yaml", [beta, "search.seeds=1000"]).search.trained_configurations() == 100
 
 
 def test_missing_required_section(tmp_path):
@@ -116,6 +131,7 @@ def test_missing_required_section(tmp_path):
         (["storage=s3://AKIAKEY:hunter2@bucket/p"], "storage = 's3://***@bucket/p'"),
         (["data.name=npz", "data.path=s3://AKIAKEY:hunter2@bucket/d.npz"], "data.path = 's3://***@bucket/d.npz'"),
         (["ray.address=ray://admin:hunter2@head:10001"], "ray.address = 'ray://***@head:10001'"),
+        (["ray.address=admin:hunter2@head:6379"], "ray.address = '***@head:6379'"),
     ],
 )
 def test_credentials_in_any_uri_are_refused_and_not_shown(overrides, shown):
@@ -130,3 +146,61 @@ def test_uris_without_credentials_are_accepted():
     config = load_config(CONFIGS / "smoke.yaml", overrides)
     assert (config.tracking.uri, config.checkpoints) == ("http://tracker:5000/base@v2", "s3://bucket/p@v1")
 
+
+
+# -- booleans are not numbers -----------------------------------------------------------------
+def number_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """The key of every integer or float setting of `model` and its sections, found from the schema so
+    that a setting added later is covered too."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += number_keys(annotation, f"{prefix}{name}.")
+        elif {int, float} & leaf_types(annotation):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def leaf_types(annotation: object) -> set[object]:
+    """`int | None` -> {int, NoneType}; `list[Annotated[float, ...]] | Range` -> {float, Range}."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return leaf_types(args[0])
+    return set().union(*map(leaf_types, args)) if args else {annotation}
+
+
+def test_every_number_setting_is_found_in_the_schema():
+    keys = number_keys(SweepConfig)
+    assert {"training.steps", "training.lr", "eval.every", "search.objectives", "resources.gpu"} <= set(keys)
+    assert len(keys) >= 20 and "training.amp" not in keys and "search.pack_seeds" not in keys
+
+
+@pytest.mark.parametrize("key", number_keys(SweepConfig))
+def test_a_boolean_is_refused_by_every_number_setting(key):
+    # YAML reads `true` as a boolean, and pydantic took it as 1: `training.steps=true` was one step.
+    with pytest.raises(ConfigError, match=rf"\n  {re.escape(key)} = True: ") as info:
+        load_config(CONFIGS / "smoke.yaml", [f"{key}=true"])
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([f"{BETA}=[1, true]"], f"{BETA}.1 = True: must be a number, not true or false"),
+        (["search.kind=optuna", "search.num_samples=2", f"{BETA}={{low: true, high: 2}}"],
+         f"{BETA}.low = True: must be a number, not true or false"),
+        (["eval.overrides={mig: {num_train: yes}}"], "eval.overrides.mig.num_train = True: must be a number"),
+    ],
+)
+def test_a_boolean_inside_a_list_a_range_or_a_size_is_refused(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "smoke.yaml", overrides)
+    assert expected in str(info.value).splitlines()[1]
+
+
+def test_numbers_written_as_yaml_reads_them_are_still_accepted():
+    # PyYAML reads `1e-3` (no dot) as a string; pydantic parses it, as before.
+    config = load_config(CONFIGS / "smoke.yaml", ["training.lr=1e-3", "resources.cpu=2", f"{BETA}=[1, 2.5]"])
+    beta = config.search.objectives["beta_vae"]["beta"]
+    assert (config.training.lr, config.resources.cpu, beta) == (1e-3, 2.0, [1.0, 2.5])

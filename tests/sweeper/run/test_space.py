@@ -200,3 +200,41 @@ def test_optuna_chooses_an_objective_then_only_its_own_weights():
             assert 1.0 <= configuration.weight("beta") <= 10.0
         study.tell(trial, 0.0)
     assert seen == {"beta_vae", "beta_tcvae", "annealed_vae"}
+
+
+# -- the plan `launch --dry-run` and `validate` print ------------------------------------------
+def _plan(search: dict, seeds: int = 1) -> list[str]:
+    from sweeper.config import validate_config
+    from sweeper.run.space import describe_plan
+
+    return describe_plan(validate_config({"name": "plan", "search": {**search, "seeds": seeds}}, "test"))
+
+
+def test_a_small_grid_lists_every_configuration_and_its_seeds():
+    objectives = {"beta_vae": {"beta": [1.0, 4.0]}, "annealed_vae": {"gamma": [100.0], "c_max": [5.0]}}
+    assert _plan({"objectives": objectives}, seeds=3) == [
+        "beta_vae beta=1  seeds=[0, 1, 2]",
+        "beta_vae beta=4  seeds=[0, 1, 2]",
+        "annealed_vae gamma=100 c_max=5  seeds=[0, 1, 2]",
+    ]
+
+
+def test_a_large_grid_and_many_seeds_are_summarised():
+    # 50 betas x 1000 seeds printed every seed list in full: 50 lines of 1000 numbers each.
+    betas = [float(b) for b in range(1, 51)]
+    lines = _plan({"objectives": {"beta_vae": {"beta": betas}}, "pack_seeds": True}, seeds=1000)
+    assert lines == [
+        "grid of 50 configurations, each over seeds=0..999 (1000) (one packed trial each):",
+        "  beta_vae with beta in {1, 2, 3, ..., 50} (50 values)",
+    ]
+
+
+def test_an_optuna_plan_summarises_a_long_categorical_list_and_many_seeds():
+    gamma = {"low": 1.0, "high": 1000.0, "log": True}
+    betas = [float(b) for b in range(1, 101)]
+    objectives = {"beta_vae": {"beta": betas}, "annealed_vae": {"gamma": gamma, "c_max": [0.0, 50.0]}}
+    assert _plan({"kind": "optuna", "num_samples": 5, "objectives": objectives}, seeds=40)[:2] == [
+        "optuna (tpe): 5 configurations of beta_vae with beta in {1, 2, 3, ..., 100} (100 values); "
+        "annealed_vae with gamma in [1, 1000] (log), c_max in {0, 50}",
+        "each repeated over seeds=0..39 (40); optimising the seeds' mean loss (min)",
+    ]
