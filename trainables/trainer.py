@@ -119,7 +119,7 @@ class Trainer:
         self.configuration = configuration
         training = settings.training
         self.device = resolve_device(training.device)
-        configure_process(self.device, training.threads, gpu_share)
+        configure_process(self.device, training.threads, gpu_share, training.tf32)
         self.dataset = shared_dataset(settings.data, str(self.device), stored)
         problem = unsupported_metrics(self.dataset, settings.eval.metrics)
         if problem:
