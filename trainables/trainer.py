@@ -174,8 +174,8 @@ class Trainer:
         to proxy", the generator a UserDefinedObjectVariable), so compiled
         draws would still run eagerly, between graph fragments; drawn inside
         the graph without the generators, they would come from Inductor's own
-        random stream, which is neither a lone model's stream (the contract
-        above) nor saved in its checkpoint. The cost is about five small
+        random stream, which is neither a lone model's stream (the module's
+        contract) nor saved in its checkpoint. The cost is about five small
         kernels per model per step (the factors' rand, scale, truncate and
         clamp, and the noise), more where the observations draw; the GPU
         benchmark reports the draws' time per step beside the step's.
