@@ -10,8 +10,8 @@ Why an evaluation is cheap:
   (737280 cells for dSprites), so the codes of one evaluation live in a cache
   over the grid: the posterior mean and log-variance of each cell, filled
   lazily for the cells a metric asks for, each cell rendered and encoded once
-  (rendered 4096 at a time; the encoder runs on the whole batch on a GPU and
-  on slices of 64 on a CPU, where larger slices cost more per image). At the
+  (rendered 4096 at a time; the encoder runs on slices of 4096 on a GPU and
+  of 64 on a CPU, where larger slices cost more per image). At the
   reference sizes the BetaVAE and FactorVAE scores
   ask for about 2.9 million observations; they touch about 0.72 million
   distinct cells.
@@ -25,6 +25,19 @@ no cache: every observation a metric asks for is rendered and encoded, with
 the randomness drawn from the evaluation's own "observations" stream.
 A dataset whose factor grid is incomplete is refused for the metrics that
 need every cell (BetaVAE, FactorVAE), with a message saying why.
+
+Codes are IEEE float32 on every device, whatever `training.amp` and
+`training.tf32` say: scores are compared with the CPU's and the reference's,
+and a bfloat16 encoder (8 bits of mantissa) turns 10,000 distinct codes into
+about 1,700 values, which moves MIG's histograms and gives DCI's trees ties
+they would not meet. Exact arithmetic costs little on a GPU: a reference
+evaluation encodes about 0.72 million observations at 11.5 MFLOP each (8.3
+TFLOP, seconds at most at a card's float32 rate without TF32), while the
+metrics' own computation takes about 17 s on the CPU (docs/benchmarks.md).
+Each forward runs one of a few fixed sizes (a power of two, padded with blank
+images whose codes are dropped): with `cudnn.benchmark` on, cuDNN times its
+algorithms once per input size, so a last slice of any other size would be
+autotuned anew.
 
 The representation is the posterior mean, or with `representation="sampled"`
 a draw mu + sigma * eps. The cache keeps mu and log-variance, not draws, and
@@ -54,11 +67,13 @@ import torch
 from trainables.data import unsupported_metrics
 from trainables.metrics import SPEC_BY_NAME, MetricInputs
 from trainables.model import BetaVAE
+from trainables.runtime import exact_float32
 from trainables.settings import METRIC_NAMES, EvalSettings
 
 Represent = Callable[[np.ndarray], np.ndarray]
 
 RENDER_BATCH = 4096  # observations rendered and encoded per step
+GPU_ENCODE_CHUNK = RENDER_BATCH  # encoder forward size on a GPU: a whole render batch in one forward
 CPU_ENCODE_CHUNK = 64  # encoder forward size on CPU: per image, 16 to 64 cost the same and larger costs more
 # Matrix products over very few rows take other kernels whose rounding differs in the last bit (on
 # the CPU: 1 to 11 rows, save 4 and 8); padding every forward to at least this many rows keeps an
@@ -79,32 +94,44 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def forward_rows(rows: int, chunk: int) -> int:
+    """How many rows the encoder's forward runs for a slice of `rows` <= `chunk` observations.
+
+    `chunk` itself for a full slice; for a shorter one the next power of two,
+    at least MIN_FORWARD_ROWS and at most `chunk`. An evaluation's forwards
+    then take a handful of sizes, each autotuned once per process, and
+    padding at most doubles the work of a last slice.
+    """
+    return max(MIN_FORWARD_ROWS, min(chunk, 1 << (rows - 1).bit_length()))
+
+
 def encode_observations(
     model: BetaVAE, observations: torch.Tensor, chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and log-variance of a batch of observations, as float32 numpy arrays.
 
-    Runs without autograd; on CUDA under bfloat16 autocast. The caller puts the
-    model in eval mode. `chunk` bounds the encoder's forward size (default: the
-    whole batch on GPU, CPU_ENCODE_CHUNK on CPU). A chunk smaller than
-    MIN_FORWARD_ROWS is padded with blank images, whose codes are dropped.
+    Runs without autograd, in IEEE float32 (no autocast, even the caller's,
+    and no TF32). The caller puts the model in eval mode. `chunk` bounds the
+    encoder's forward size (default GPU_ENCODE_CHUNK on a GPU, CPU_ENCODE_CHUNK
+    on a CPU); each slice is padded with blank images to `forward_rows`, and
+    their codes are dropped.
     """
     device = model_device(model)
     if chunk is None:
-        chunk = observations.shape[0] if device.type == "cuda" else CPU_ENCODE_CHUNK
+        chunk = GPU_ENCODE_CHUNK if device.type == "cuda" else CPU_ENCODE_CHUNK
     chunk = max(int(chunk), 1)
     mus, logvars = [], []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), torch.autocast(device.type, enabled=False), exact_float32():
         x = observations.to(device)
         for start in range(0, x.shape[0], chunk):
             batch = x[start : start + chunk]
             rows = batch.shape[0]
-            if rows < MIN_FORWARD_ROWS:
-                batch = torch.cat([batch, batch.new_zeros((MIN_FORWARD_ROWS - rows, *batch.shape[1:]))])
+            padding = forward_rows(rows, chunk) - rows
+            if padding:
+                batch = torch.cat([batch, batch.new_zeros((padding, *batch.shape[1:]))])
             mu, logvar = model.encoder(batch)
-            mus.append(mu[:rows].float())
-            logvars.append(logvar[:rows].float())
+            mus.append(mu[:rows])
+            logvars.append(logvar[:rows])
     return torch.cat(mus).cpu().numpy(), torch.cat(logvars).cpu().numpy()
 
 

@@ -3,14 +3,17 @@
 Ray runs many trials one after another in one worker process, and several
 trainers (a single trial, a pack, a benchmark's comparison) may share it. What
 belongs to the process (the allocator, denormals, cuDNN's autotuner) is set
-once; what belongs to a trial (its torch threads, its share of a GPU's memory)
-is set again by every trial, because the one before may have set other values.
+once; what belongs to a trial (its torch threads, its share of a GPU's memory,
+its TF32 setting) is set again by every trial, because the one before may have
+set other values.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -69,11 +72,48 @@ def cap_gpu_memory(device: torch.device, share: float | None) -> None:
         torch.cuda.set_per_process_memory_fraction(share if share is not None and 0 < share < 1 else 1.0, device)
 
 
-def configure_process(device: torch.device, threads: int | None, gpu_share: float | None = None) -> None:
+# `training.tf32` -> whether cuDNN's convolutions and cuBLAS's matrix products may run float32 in TF32.
+TF32_FLAGS = {"off": (False, False), "convolutions": (True, False), "all": (True, True)}
+
+
+def set_tf32(mode: str) -> None:
+    """Set both of PyTorch's TF32 switches from `training.tf32`.
+
+    PyTorch's defaults differ by operation (convolutions in TF32, matrix
+    products not), and a process keeps whatever the last trial or library
+    set, so a trial sets both rather than inherit them. Float32 on an Ampere
+    or later GPU then means what the setting says; a CPU ignores the switches.
+    """
+    if mode not in TF32_FLAGS:
+        raise ValueError(f"training.tf32 = {mode!r}: must be one of {', '.join(TF32_FLAGS)}")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = TF32_FLAGS[mode]
+
+
+def tf32_mode() -> str:
+    """Which float32 operations run in TF32 now, read back from PyTorch: what a benchmark row reports."""
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    return next((mode for mode, wanted in TF32_FLAGS.items() if wanted == flags), "matrix products only")
+
+
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """IEEE float32 inside (no TF32 anywhere), the switches as they were afterwards."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def configure_process(
+    device: torch.device, threads: int | None, gpu_share: float | None = None, tf32: str = "convolutions"
+) -> None:
     """Tune this process for training on `device`; call it at the start of every trial.
 
     `threads`: the trial's torch threads; None restores what the process had
     before any trial set them (Ray sets OMP_NUM_THREADS to the trial's CPUs).
+    `tf32`: the trial's `training.tf32`.
     """
     global _configured, _default_threads
     if not _configured:
@@ -87,4 +127,5 @@ def configure_process(device: torch.device, threads: int | None, gpu_share: floa
     wanted = threads or _default_threads
     if wanted and torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+    set_tf32(tf32)
     cap_gpu_memory(device, gpu_share)

@@ -137,6 +137,11 @@ class TrainingSettings(Strict):
     compile: bool = Field(
         False, description="torch.compile the training step's encoder and decoder (CUDA graphs on GPU)"
     )
+    tf32: Literal["off", "convolutions", "all"] = Field(
+        "convolutions",
+        description="which float32 operations a GPU (Ampere or later) runs in TF32, 10 bits of mantissa: none, "
+        "the convolutions (PyTorch's default), or the matrix products too; no effect on a CPU",
+    )
     threads: Integer | None = Field(None, ge=1, le=1024, description="torch threads; default: the trial's CPUs")
     seed_offset: Integer = Field(
         0, ge=0, le=2**31, description="seed of repeat i is seed_offset + i (below 2**32, as numpy needs)"

@@ -119,7 +119,7 @@ class Trainer:
         self.configuration = configuration
         training = settings.training
         self.device = resolve_device(training.device)
-        configure_process(self.device, training.threads, gpu_share)
+        configure_process(self.device, training.threads, gpu_share, training.tf32)
         self.dataset = shared_dataset(settings.data, str(self.device), stored)
         problem = unsupported_metrics(self.dataset, settings.eval.metrics)
         if problem:
@@ -166,6 +166,19 @@ class Trainer:
         Per generator the draws come in one fixed order: factors, the
         observations' randomness, then the noise. Observations that draw
         nothing (`deterministic` datasets) are rendered for all models at once.
+
+        The draws run eagerly, outside the compiled step, even with
+        `training.compile`: a compiled graph cannot draw from a model's own
+        generator. Dynamo breaks the graph at every random op given a
+        `torch.Generator` (seen with torch 2.13: "Failed to convert args/kwargs
+        to proxy", the generator a UserDefinedObjectVariable), so compiled
+        draws would still run eagerly, between graph fragments; drawn inside
+        the graph without the generators, they would come from Inductor's own
+        random stream, which is neither a lone model's stream (the module's
+        contract) nor saved in its checkpoint. The cost is about five small
+        kernels per model per step (the factors' rand, scale, truncate and
+        clamp, and the noise), more where the observations draw; the GPU
+        benchmark reports the draws' time per step beside the step's.
         """
         batch, d = self.settings.training.batch_size, self.settings.model.latent_dim
         factors = [self.dataset.sample_factors_torch(batch, g) for g in self.generators]

@@ -14,9 +14,18 @@ import pytest
 import torch
 
 from trainables.data import ProceduralDSprites
-from trainables.evaluate import CodeCache, encode_observations, evaluate, random_streams, run_evaluation, run_metric
+from trainables.evaluate import (
+    CodeCache,
+    encode_observations,
+    evaluate,
+    forward_rows,
+    random_streams,
+    run_evaluation,
+    run_metric,
+)
 from trainables.factors import flat_index, sample_factors
 from trainables.model import BetaVAE
+from trainables.runtime import set_tf32
 from trainables.settings import METRIC_OUTPUTS as SCORES
 from trainables.settings import EvalSettings
 
@@ -183,6 +192,60 @@ def test_codes_do_not_depend_on_the_batch_they_were_encoded_in():
     for chunk in (1, 3, 7, 16, 70):
         mu, logvar = encode_observations(model, x, chunk=chunk)
         assert np.array_equal(mu, whole_mu) and np.array_equal(logvar, whole_logvar), chunk
+
+
+def test_codes_are_exact_float32_whatever_precision_the_caller_trains_in():
+    torch.manual_seed(0)
+    model, dataset = BetaVAE(10).eval(), ProceduralDSprites()
+    x = dataset.observations(dataset.sample_factors(40, np.random.default_rng(0)))
+    with torch.inference_mode():
+        expected_mu, expected_logvar = model.encoder(x)
+    seen = []  # per forward: input and output dtypes, autocast on?, cuDNN's and cuBLAS's TF32 switches
+    hook = model.encoder.register_forward_hook(
+        lambda module, args, out: seen.append(
+            (args[0].dtype, out[0].dtype, torch.is_autocast_enabled("cpu"), torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+        )
+    )  # fmt: skip
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    set_tf32("all")  # as a trial with training.tf32 = all, inside its bfloat16 autocast
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mu, logvar = encode_observations(model, x)
+        after = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    finally:
+        hook.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(torch.float32, torch.float32, False, False, False)]
+    assert after == (True, True)  # the trial's switches are back
+    assert mu.dtype == logvar.dtype == np.float32
+    assert np.array_equal(mu, expected_mu.numpy()) and np.array_equal(logvar, expected_logvar.numpy())
+
+
+@pytest.mark.parametrize(
+    ("rows", "chunk", "expected"),
+    [(1, 64, 16), (16, 64, 16), (17, 64, 32), (33, 64, 64), (64, 64, 64), (5, 4096, 16), (1000, 4096, 1024),
+     (4096, 4096, 4096), (3, 3, 16), (6, 70, 16), (70, 70, 70)],
+)  # fmt: skip
+def test_a_slice_is_padded_to_a_power_of_two_between_the_minimum_and_its_chunk(rows, chunk, expected):
+    assert forward_rows(rows, chunk) == expected
+
+
+def test_forwards_take_a_few_fixed_sizes_and_padding_leaves_the_codes_alone():
+    torch.manual_seed(0)
+    model, dataset = BetaVAE(10).eval(), ProceduralDSprites()
+    x = dataset.observations(dataset.sample_factors(200, np.random.default_rng(1)))
+    one_mu, one_logvar = encode_observations(model, x, chunk=200)  # one forward of all 200
+    sizes: list[int] = []
+    hook = model.encoder.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        for total in (1, 17, 64, 100, 200):
+            for chunk in (64, 128):
+                mu, logvar = encode_observations(model, x[:total], chunk)
+                assert np.array_equal(mu, one_mu[:total]) and np.array_equal(logvar, one_logvar[:total]), (total, chunk)
+    finally:
+        hook.remove()
+    assert set(sizes) == {16, 32, 64, 128}  # 1 -> 16, 17 -> 32, 100 = 64 + 36 -> 64 + 64, 200 = 128 + 72 -> 128 + 128
 
 
 def test_cache_fills_lazily_across_lookups():

@@ -91,3 +91,21 @@ def test_a_one_model_checkpoint_of_the_earlier_layout_resumes(tmp_path):
         assert torch.equal(moments[i]["exp_avg_sq"][0], adam.state[p]["exp_avg_sq"]), i
     trainer.train(3)  # and trains on
     assert trainer.step == 10
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a .functools.lru_cache")
+def test_the_draws_cannot_enter_a_compiled_graph_with_their_generators():
+    """Why `Trainer.draw` stays eager under `training.compile` (its docstring): Dynamo breaks the graph at a
+    random op given a model's generator, and the eager draws keep each model's own stream."""
+    from torch._dynamo.utils import counters
+
+    settings = TrialSettings.model_validate({"training": {"batch_size": 4, "threads": 1}})
+    compiled, plain = (Trainer(settings, Configuration.of("beta_vae", {"beta": 4.0}), (3, 7)) for _ in range(2))
+    torch._dynamo.reset()
+    breaks = sum(counters["graph_break"].values())
+    x, eps = torch.compile(compiled.draw, backend="eager")()
+    assert sum(counters["graph_break"].values()) > breaks
+    assert any("Generator" in reason for reason in counters["graph_break"])
+    expected_x, expected_eps = plain.draw()
+    assert torch.equal(x, expected_x) and torch.equal(eps, expected_eps)
+    torch._dynamo.reset()
