@@ -30,7 +30,7 @@ def short(metric: str) -> str:
     return metric.removeprefix("disent/")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
@@ -59,7 +59,7 @@ def rate_distortion(table: pa.Table, path: Path) -> Path:
     bar.minorticks_off()
     ax.set(xlabel="KL (nats)", ylabel="reconstruction (nats per image)", title="Rate–distortion")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def scores_vs_beta(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
@@ -72,20 +72,25 @@ def scores_vs_beta(table: pa.Table, scores: Sequence[str], path: Path) -> Path:
     rows = max(1, -(-len(scores) // cols))
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    jitter = np.random.default_rng(0)
     for ax, score in zip(axes, scores):
         values = column(table, score)
-        groups = [values[(labels == i) & np.isfinite(values)] for i in range(len(keys))]
-        ax.boxplot(groups, positions=range(len(keys)), widths=0.5, showfliers=False)
-        for i, group in enumerate(groups):
-            ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=14, alpha=0.7, color="C1", zorder=3)
+        boxes_with_points(ax, [values[(labels == i) & np.isfinite(values)] for i in range(len(keys))])
         ax.set_xticks(range(len(keys)), ticks, fontsize=8)
         ax.set_title(short(score), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(scores) :]:
         ax.set_visible(False)
     fig.suptitle("Scores by configuration (every seed a point)" if scores else "No trial reported a score")
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def boxes_with_points(ax, groups: Sequence[np.ndarray], size: float = 14) -> None:
+    """A box per group at 0, 1, ..., with every value on it as a point (jittered sideways, the same
+    jitter on every call)."""
+    jitter = np.random.default_rng(0)
+    ax.boxplot(groups, positions=range(len(groups)), widths=0.5, showfliers=False)
+    for i, group in enumerate(groups):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=size, alpha=0.7, color="C1", zorder=3)
 
 
 def kl_per_latent(kl: np.ndarray, row_labels: Sequence[str], path: Path) -> Path:
@@ -97,7 +102,7 @@ def kl_per_latent(kl: np.ndarray, row_labels: Sequence[str], path: Path) -> Path
     ax.set_xticks(range(kl.shape[1]), [str(i) for i in range(kl.shape[1])])
     ax.set_yticks(range(kl.shape[0]), row_labels, fontsize=8)
     ax.set(xlabel="latent", title="KL per latent of the picked models")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def mosaic(images: np.ndarray, cols: int, gap: int = 2) -> np.ndarray:
@@ -135,7 +140,7 @@ def traversal(model: BetaVAE, code: np.ndarray, kl: np.ndarray, title: str, path
     ax.set_xticks(_tile_centres(cols, size), [f"{v:+.1f}" for v in TRAVERSAL_VALUES], fontsize=7)
     ax.set_yticks(_tile_centres(len(order), size), [f"z{d}  KL {kl[d]:.2f}" for d in order], fontsize=7)
     ax.set_title(f"{title}: latent traversals", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def model_traversal(model: BetaVAE, code: np.ndarray, kl_fallback: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
@@ -157,10 +162,15 @@ def reconstructions(model: BetaVAE, images: np.ndarray, codes: np.ndarray, title
     ax.set_xticks([])
     ax.set_yticks(_tile_centres(2, images.shape[1]), ["input", "recon"], fontsize=8)
     ax.set_title(f"{title}: reconstructions", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def correlation_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path) -> Path:
+def correlation_heatmap(
+    names: Sequence[str],
+    matrix: np.ndarray,
+    path: Path,
+    title: str = "Rank correlation between scores (over all finished trials)",
+) -> Path:
     """Spearman rank correlation between the scores; blank where undefined."""
     size = 1.5 + 0.5 * len(names)
     fig = Figure(figsize=(size + 1, size))
@@ -174,5 +184,5 @@ def correlation_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path) ->
         for (i, j), value in np.ndenumerate(matrix):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6)
-    ax.set_title("Rank correlation between scores (over all finished trials)")
-    return _save(fig, path)
+    ax.set_title(title)
+    return save(fig, path)
