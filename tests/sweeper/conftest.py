@@ -39,15 +39,20 @@ def checkpoint(folder: Path, weights_seed: int) -> Path:
     return folder
 
 
-def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> SweepRecord:
+def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID, data: dict | None = None) -> SweepRecord:
     """Parent run, one child run per trial (params, final metrics, tags), and sweeps/<id>/sweep.json.
 
-    A trial dict holds beta, seed, metrics, and optionally capacity, status, error and
-    `weights`: the seed of the checkpoint's weights (equal weights give equal codes).
+    A trial dict holds seed, metrics, and beta (or `params` naming its objective and weights, as
+    newer sweeps log them), and optionally capacity, status, error and `weights`: the seed of
+    the checkpoint's weights (equal weights give equal codes). `data`: the sweep's data settings.
+    Several sweeps may share a folder (and its store).
     """
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("fake", artifact_location=str(folder / "mlruns"))
+    existing = client.get_experiment_by_name("fake")
+    experiment = existing.experiment_id if existing else client.create_experiment(
+        "fake", artifact_location=str(folder / "mlruns")
+    )
     parent = client.create_run(experiment, run_name=sweep_id, tags={"sweep_id": sweep_id, "sweeper.role": "sweep"})
     parent_id = parent.info.run_id
     now = int(time.time() * 1000)
@@ -65,12 +70,8 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
         if trial.get("error"):
             tags["error"] = trial["error"]
         run = client.create_run(experiment, run_name=f"trial {index}", tags=tags)
-        params = {
-            "beta": trial["beta"],
-            "capacity": trial.get("capacity", 0.0),
-            "seed": trial["seed"],
-            "model.latent_dim": LATENTS,
-        }
+        searched = {"beta": trial["beta"], "capacity": trial.get("capacity", 0.0)} if "beta" in trial else {}
+        params = {**searched, "seed": trial["seed"], "model.latent_dim": LATENTS, **trial.get("params", {})}
         client.log_batch(
             run.info.run_id,
             metrics=[Metric(k, float(v), now, 10) for k, v in trial["metrics"].items()],
@@ -78,7 +79,9 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID) -> S
         )
         client.set_terminated(run.info.run_id, trial.get("status", "FINISHED"))
     # The resolved config as launch logs it: the trial settings, the search, the name.
-    settings = TrialSettings.model_validate({"model": {"latent_dim": LATENTS}}).model_dump(mode="json")
+    settings = TrialSettings.model_validate({"model": {"latent_dim": LATENTS}, "data": data or {}}).model_dump(
+        mode="json"
+    )
     resolved = yaml.safe_dump({"name": "fake", **settings, "search": {"kind": "grid", "beta": [1.0, 8.0]}})
     client.log_text(parent_id, resolved, RESOLVED_CONFIG)
     client.set_terminated(parent_id, "FINISHED")
@@ -123,7 +126,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def make_sweep():
-    """make_sweep(folder, trials, sweep_id=SWEEP_ID) -> SweepRecord of a fake finished sweep in `folder`.
+    """make_sweep(folder, trials, sweep_id=SWEEP_ID, data=None) -> SweepRecord of a fake finished sweep in `folder`.
 
     Creating a tracking store takes seconds; share one per module where the tests only read.
     """
