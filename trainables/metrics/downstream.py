@@ -74,7 +74,10 @@ def efficiency_name(predictor: str) -> str:
 
 
 SCORES = tuple(
-    name(predictor, size) for predictor in PREDICTORS for size in TRAIN_SIZES for name in (accuracy_name, min_accuracy_name)
+    name(predictor, size)
+    for predictor in PREDICTORS
+    for size in TRAIN_SIZES
+    for name in (accuracy_name, min_accuracy_name)
 ) + tuple(efficiency_name(predictor) for predictor in PREDICTORS)
 
 

@@ -86,7 +86,9 @@ def test_the_spec_draws_fresh_train_and_test_factors_per_size_from_the_dataset_s
     splits = [(represent(draws[i]), draws[i], represent(draws[i + 1]), draws[i + 1]) for i in (0, 2)]
     expected = expected_scores(splits, seed_from(rng))
     assert scores == pytest.approx(expected, abs=1e-12)
-    assert set(scores) == {f"downstream_{p}_{s}_{n}" for p in ("logreg", "gbt") for s in ("accuracy", "min_accuracy") for n in (10, 100)}
+    assert set(scores) == {
+        f"downstream_{p}_{s}_{n}" for p in ("logreg", "gbt") for s in ("accuracy", "min_accuracy") for n in (10, 100)
+    }
 
 
 def test_a_factor_with_one_value_in_the_train_split_is_predicted_as_that_value():
