@@ -15,17 +15,29 @@ from sweeper.analyse.study_stats import OBJECTIVE, SHARES, datasets, find_config
 SHARE_COLOURS = {"objective": "C0", "hyperparameter": "C2", "seed": "C7"}
 
 
+MAX_COLUMNS = 4  # panels side by side before the next row
+
+
 def _grid(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
     """A figure of rows x cols panels, no taller than MAX_INCHES."""
     fig = Figure(figsize=(width * cols, min(height * rows, MAX_INCHES)), layout="constrained")
     return fig, np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
 
 
+def _panels(count: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A figure of `count` panels in rows of at most MAX_COLUMNS (the spare ones hidden), as a flat array."""
+    cols = max(1, min(count, MAX_COLUMNS))
+    fig, axes = _grid(-(-count // cols), cols, width, height)
+    for ax in axes.ravel()[count:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()[:count]
+
+
 def score_by_objective(table: pa.Table, score: str, path: Path) -> Path:
     """One panel per dataset: a box per objective with every model as a point."""
     names = datasets(table)
-    fig, axes = _grid(1, len(names), 4.5, 3.6)
-    for ax, dataset in zip(axes[0], names):
+    fig, axes = _panels(len(names), 4.5, 3.6)
+    for ax, dataset in zip(axes, names):
         part = of_dataset(table, dataset)
         values, objectives = column(part, score), np.array(part[OBJECTIVE].to_pylist(), dtype=object)
         kinds = sorted(set(objectives))
@@ -71,9 +83,9 @@ def variance_shares(shares: pa.Table, path: Path) -> Path:
     """One panel per dataset: each score's variance split into objective, hyperparameter and seed."""
     names = sorted(set(shares["dataset"].to_pylist()))
     most = max((sum(1 for d in shares["dataset"].to_pylist() if d == name) for name in names), default=1)
-    fig, axes = _grid(1, len(names), 5.0, 0.8 + 0.3 * most)
+    fig, axes = _panels(len(names), 5.0, 0.8 + 0.3 * most)
     rows = shares.to_pylist()
-    for ax, dataset in zip(axes[0], names):
+    for ax, dataset in zip(axes, names):
         mine = [row for row in rows if row["dataset"] == dataset]
         left = np.zeros(len(mine))
         for share in SHARES:
@@ -84,6 +96,6 @@ def variance_shares(shares: pa.Table, path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_title(dataset, fontsize=10)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=len(SHARES), fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(SHARES), fontsize=8)
     fig.suptitle("Share of each score's variance: objective, hyperparameter within it, seed")
     return save(fig, path)
