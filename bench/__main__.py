@@ -23,6 +23,7 @@ SECTIONS = {
     "training": "bench.training",
     "metrics": "bench.metrics_suite",
     "selection": "bench.selection",
+    "study": "bench.study",
     "datasets": "bench.datasets",
     "overhead": "bench.overhead",
     "gpu": "bench.gpu",

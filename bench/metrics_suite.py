@@ -53,7 +53,8 @@ from trainables.evaluate import (
     run_metric,
 )
 from trainables.model import BetaVAE
-from trainables.settings import DCI_BACKENDS, METRIC_NAMES, EvalSettings
+from trainables.settings import DCI_BACKENDS, EvalSettings
+from trainables.settings import DEFAULT_METRICS as METRIC_NAMES  # the metrics an evaluation runs by default
 
 SEED = 0
 LATENT_DIM = 10

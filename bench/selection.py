@@ -36,14 +36,14 @@ from sweeper.analyse.selection import (
     variance_shares,
 )
 from sweeper.analyse.tagging import write_tags
-from trainables.settings import METRIC_OUTPUTS
+from trainables.settings import DEFAULT_METRICS, METRIC_OUTPUTS
 
 SWEEP_ID = "bench-20260101-000000-0000"
 SEEDS = 5
 LATENTS = 10
 HISTORY = 5  # reports per run before the final one
 REPEATS = 3
-SCORES = tuple(f"disent/{name}" for outputs in METRIC_OUTPUTS.values() for name in outputs)
+SCORES = tuple(f"disent/{name}" for metric in DEFAULT_METRICS for name in METRIC_OUTPUTS[metric])
 TRAINING = ("loss", "recon", "kl", "active_latents", "images_per_sec", "step")
 
 

@@ -198,6 +198,62 @@ def report(
 
 
 @app.command()
+def study(
+    sweeps: Annotated[list[str], typer.Argument(help="sweep ids (under the storage folder) or sweep folders")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="study folder, new or empty or made by an earlier study (only its files are replaced and logged)"
+        ),
+    ],
+    by: Annotated[str, typer.Option("--by", help="score to compare by (transfer, UDR selection, figures)")] = (
+        "disent/mig"
+    ),
+    mode: ModeOpt = "max",
+    storage: StorageOpt = Path("./sweeps"),
+    tracking_uri: Annotated[
+        Optional[str],
+        typer.Option("--tracking-uri", help="find every sweep by id in this MLflow store, and log the study there"),
+    ] = None,
+    udr: UdrOpt = True,
+) -> None:
+    """Study several sweeps together: objective vs hyperparameter vs seed, metric agreement, unsupervised
+    selection, transfer; one table, one HTML page, logged as a study run."""
+    from sweeper.analyse.results import locate_sweep
+    from sweeper.analyse.selection import UnknownScore
+    from sweeper.analyse.study_report import analyse, write_study
+    from sweeper.analyse.study_table import read_models, study_scores
+    from sweeper.errors import ConfigError
+    from sweeper.tracking.client import connect
+
+    _no_credentials(tracking_uri, "--tracking-uri")
+    clients: dict[str, object] = {}
+
+    def client_for(uri: str):  # noqa: ANN202 - an MlflowClient, imported lazily
+        if uri not in clients:
+            clients[uri] = connect(uri)
+        return clients[uri]
+
+    try:
+        twice = sorted({s for s in sweeps if sweeps.count(s) > 1})
+        if twice:
+            raise ConfigError(f"sweep {twice[0]!r} is named more than once")
+        refs = [locate_sweep(sweep, storage, tracking_uri) for sweep in sweeps]
+        ids = [ref.sweep_id for ref in refs]
+        models = read_models(refs, client_for, udr=udr, echo=typer.echo)
+        scores, partial = study_scores(models.table, ids)
+        if by not in scores:
+            raise UnknownScore(f"{by!r} is not a score every sweep reported; scores in common: {', '.join(scores)}")
+        if partial:
+            models.problems.append(f"reported by some sweeps only, so left out of the analyses: {', '.join(partial)}")
+        found = analyse(models.table, scores, by, maximize=mode == "max")
+        page = write_study(client_for(tracking_uri or refs[0].tracking_uri), models, found, ids, out, typer.echo)
+    except SweeperError as exc:
+        _fail(exc)
+    typer.echo(f"study: {page}")
+
+
+@app.command()
 def export(
     sweep: SweepArg,
     to: Annotated[Path, typer.Option("--to", help="folder to create: one subfolder per exported model")],

@@ -24,6 +24,12 @@ ERROR_TAG = "error"  # why it failed
 STOPPED_EARLY_TAG = "stopped_early_at_step"  # the rung a scheduler stopped it at (its run ends KILLED)
 PLACEMENT_TAGS = ("node_ip", "hostname", "ray_node_id", "gpu_ids")  # where it trained, from its reports
 
+# A study across sweeps (`sweeper study`): its own run, in its own experiment.
+ROLE_STUDY = "study"  # the value of ROLE_TAG on a study's run
+STUDY_EXPERIMENT = "sweeper-studies"
+STUDY_SWEEPS_TAG = "study.sweeps"  # the sweep ids it read, comma-joined
+STUDY_ARTIFACTS = "study"  # the study folder, on its run
+
 # Tags `sweeper select` writes.
 SELECTED_TAG = "selected"  # on a picked run: the pick kinds it was chosen for
 PICK_ROLE_TAG = "role"  # on a picked run: its roles in them

@@ -66,6 +66,7 @@ import torch
 
 from trainables.data import unsupported_metrics
 from trainables.metrics import SPEC_BY_NAME, MetricInputs
+from trainables.metrics._common import SampleFactors
 from trainables.model import BetaVAE
 from trainables.runtime import exact_float32
 from trainables.settings import METRIC_NAMES, EvalSettings
@@ -82,7 +83,7 @@ MIN_FORWARD_ROWS = 16
 MAX_GRID_CELLS = 1 << 26  # a bigger factor grid would not fit a dense cache
 
 # One generator per use, in this order; new uses go at the end, so the others keep their numbers.
-STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci", "observations")
+STREAMS = ("train", "test", "noise", "beta_vae", "factor_vae", "dci", "observations", "downstream")
 
 
 def random_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
@@ -275,8 +276,10 @@ def run_metric(
     test: SharedSample | None,
     n_jobs: int | None,
     dci_backend: str = "exact",
+    sample_factors: SampleFactors | None = None,
 ) -> dict[str, float]:
-    """One metric's scores, from the evaluation's representation, streams and shared samples."""
+    """One metric's scores, from the evaluation's representation, streams and shared samples
+    (and the dataset's sampler, for a metric that draws factors of its own on any grid)."""
     spec = SPEC_BY_NAME.get(name)
     if spec is None:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
@@ -288,6 +291,7 @@ def run_metric(
         test=None if test is None else test.first,
         n_jobs=n_jobs,
         dci_backend=dci_backend,
+        sample_factors=sample_factors,
     )
     return spec.evaluate(inputs, sizes)
 
@@ -337,7 +341,8 @@ def run_evaluation(
             began, encode_before = time.perf_counter(), cache.encode_seconds
             sizes = settings.sizes(name)
             scores = run_metric(
-                name, sizes, represent, factor_sizes, streams, train, test, n_jobs, settings.dci_backend
+                name, sizes, represent, factor_sizes, streams, train, test, n_jobs, settings.dci_backend,
+                dataset.sample_factors,
             )
             result.scores.update({key: float(value) for key, value in scores.items()})
             encode_seconds = cache.encode_seconds - encode_before

@@ -17,6 +17,8 @@ from trainables.metrics.dci import BACKENDS as DCI_BACKENDS
 
 # Every table about the metrics comes from their specs (`trainables.metrics.SPECS`).
 METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
+# What an evaluation runs when a config names no metrics: all but the ones asked for by name.
+DEFAULT_METRICS: tuple[str, ...] = tuple(spec.name for spec in SPECS if spec.in_default)
 # Sample sizes of the reference study (see the metric definitions); `fast` is a tenth of them.
 REFERENCE_SIZES: dict[str, dict[str, int]] = {spec.name: spec.preset("reference") for spec in SPECS}
 # The scores each metric reports, as the trial names them under "disent/".
@@ -151,7 +153,7 @@ class TrainingSettings(Strict):
 class EvalSettings(Strict):
     every: Integer = Field(50_000, ge=1, description="steps between evaluations; the last step always evaluates")
     preset: Literal["reference", "fast"] = "reference"
-    metrics: tuple[Literal[METRIC_NAMES], ...] = METRIC_NAMES  # type: ignore[valid-type]
+    metrics: tuple[Literal[METRIC_NAMES], ...] = DEFAULT_METRICS  # type: ignore[valid-type]
     overrides: dict[Literal[METRIC_NAMES], dict[str, Integer]] = {}  # type: ignore[valid-type]
     representation: Literal["mean", "sampled"] = "mean"
     dci_backend: Literal[DCI_BACKENDS] = Field(  # type: ignore[valid-type]

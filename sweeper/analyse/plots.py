@@ -30,7 +30,7 @@ def short(metric: str) -> str:
     return metric.removeprefix("disent/")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
@@ -48,7 +48,7 @@ def rate_distortion(table: pa.Table, path: Path) -> Path:
     ax.legend(title="objective", fontsize=8)
     ax.set(xlabel="KL (nats)", ylabel="reconstruction (nats per image)", title="Rate–distortion")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def tradeoff(table: pa.Table, score: str, path: Path) -> Path:
@@ -76,7 +76,7 @@ def tradeoff(table: pa.Table, score: str, path: Path) -> Path:
             ax.grid(alpha=0.3)
     if not groups:
         axes[0][0].set_title("No finished trial")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _tick(tradeoff: TradeOff, configuration: Configuration) -> str:
@@ -97,13 +97,9 @@ def scores_by_configuration(table: pa.Table, scores: Sequence[str], path: Path) 
     rows = max(1, -(-len(scores) // cols))
     fig = Figure(figsize=(max(4.2, 0.35 * len(order)) * cols, 3.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    jitter = np.random.default_rng(0)
     for ax, score in zip(axes, scores):
         values = column(table, score)
-        seeds = [values[rows_of(keys, labels, [c]) & np.isfinite(values)] for c in order]
-        ax.boxplot(seeds, positions=range(len(order)), widths=0.5, showfliers=False)
-        for i, group in enumerate(seeds):
-            ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=14, alpha=0.7, color="C1", zorder=3)
+        boxes_with_points(ax, [values[rows_of(keys, labels, [c]) & np.isfinite(values)] for c in order])
         start = 0
         for group in groups:
             end = start + len(group.configurations)
@@ -119,7 +115,16 @@ def scores_by_configuration(table: pa.Table, scores: Sequence[str], path: Path) 
     for ax in axes[len(scores) :]:
         ax.set_visible(False)
     fig.suptitle("Scores by configuration (every seed a point)" if scores else "No trial reported a score")
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def boxes_with_points(ax, groups: Sequence[np.ndarray], size: float = 14) -> None:
+    """A box per group at 0, 1, ..., with every value on it as a point (jittered sideways, the same
+    jitter on every call)."""
+    jitter = np.random.default_rng(0)
+    ax.boxplot(groups, positions=range(len(groups)), widths=0.5, showfliers=False)
+    for i, group in enumerate(groups):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, group.size), group, s=size, alpha=0.7, color="C1", zorder=3)
 
 
 def kl_per_latent(kl: np.ndarray, row_labels: Sequence[str], path: Path) -> Path:
@@ -131,7 +136,7 @@ def kl_per_latent(kl: np.ndarray, row_labels: Sequence[str], path: Path) -> Path
     ax.set_xticks(range(kl.shape[1]), [str(i) for i in range(kl.shape[1])])
     ax.set_yticks(range(kl.shape[0]), row_labels, fontsize=8)
     ax.set(xlabel="latent", title="KL per latent of the picked models")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def mosaic(images: np.ndarray, cols: int, gap: int = 2) -> np.ndarray:
@@ -169,7 +174,7 @@ def traversal(model: BetaVAE, code: np.ndarray, kl: np.ndarray, title: str, path
     ax.set_xticks(_tile_centres(cols, size), [f"{v:+.1f}" for v in TRAVERSAL_VALUES], fontsize=7)
     ax.set_yticks(_tile_centres(len(order), size), [f"z{d}  KL {kl[d]:.2f}" for d in order], fontsize=7)
     ax.set_title(f"{title}: latent traversals", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def model_traversal(model: BetaVAE, code: np.ndarray, kl_fallback: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
@@ -191,10 +196,15 @@ def reconstructions(model: BetaVAE, images: np.ndarray, codes: np.ndarray, title
     ax.set_xticks([])
     ax.set_yticks(_tile_centres(2, images.shape[1]), ["input", "recon"], fontsize=8)
     ax.set_title(f"{title}: reconstructions", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def correlation_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path) -> Path:
+def correlation_heatmap(
+    names: Sequence[str],
+    matrix: np.ndarray,
+    path: Path,
+    title: str = "Rank correlation between scores (over all finished trials)",
+) -> Path:
     """Spearman rank correlation between the scores; blank where undefined."""
     size = 1.5 + 0.5 * len(names)
     fig = Figure(figsize=(size + 1, size))
@@ -208,5 +218,5 @@ def correlation_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path) ->
         for (i, j), value in np.ndenumerate(matrix):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6)
-    ax.set_title("Rank correlation between scores (over all finished trials)")
-    return _save(fig, path)
+    ax.set_title(title)
+    return save(fig, path)

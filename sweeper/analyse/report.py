@@ -6,16 +6,13 @@ files to the sweep's parent run under `report/`. Whatever cannot be made (a
 failed trial, a missing checkpoint) is listed at the top of the page instead
 of stopping the report.
 
-The folder is the report's own: it is created by the report (or is empty),
-and a marker file lists what the report wrote. A later report into it deletes
-only those files and logs only what it writes itself, so nothing a user put
-there (a `.env`, figures of their own) is ever uploaded to the run, where
-every reader of the experiment could read it, or deleted.
+The folder is the report's own (`sweeper.analyse.folder`): created by the
+report (or empty), with a marker listing what the report wrote, so a later
+report replaces and logs only those files.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -27,6 +24,7 @@ import pyarrow as pa
 from mlflow.tracking import MlflowClient
 
 from sweeper.analyse import plots, selection
+from sweeper.analyse.folder import claim_folder, write_marker
 from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.results import SweepRef, metric_names, write_parquet
 from sweeper.analyse.selection import Pick, Picks, configuration_order
@@ -38,7 +36,6 @@ RECONSTRUCTED = 8  # observations shown with their reconstructions
 SWEEP_TERMS = ("recon", "kl")  # in the rate-distortion figure; the score panels show the rest
 KL_LATENT = re.compile(r"kl/\d+")
 REPORT_MARKER = ".sweeper-report.json"  # in a report folder: the names of the files the report wrote
-MAX_MARKER_BYTES = 1 << 20
 
 
 def report_folder(ref: SweepRef) -> Path:
@@ -49,7 +46,7 @@ def report_folder(ref: SweepRef) -> Path:
 def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Callable[[str], None] = print) -> Path:
     """Write the Parquet table, every figure and report.html into `out` (a folder of the report's own),
     log those files to the parent run, and return the page's path."""
-    _claim_folder(out)
+    claim_folder(out, REPORT_MARKER, "report")
     picks, problems = chosen.picks, list(chosen.problems)
     done = selection.finished(chosen.table)
     scores = selection.score_names(done)
@@ -75,7 +72,7 @@ def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Calla
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     written = [out / "results.parquet", *figures.values(), *models, path]
-    _write_marker(out, written)
+    write_marker(out, REPORT_MARKER, written)
     echo(
         f"logging {len(written)} files of {out} to the parent run {chosen.ref.parent_run_id} under {REPORT_ARTIFACTS}/"
     )
@@ -86,46 +83,6 @@ def write_report(client: MlflowClient, chosen: Selection, out: Path, echo: Calla
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EnvironmentProblem(f"report written to {path}, but not logged to the parent run: {reason}") from exc
     return path
-
-
-def _claim_folder(out: Path) -> None:
-    """Create `out`, or take back the folder of an earlier report: delete only the files it wrote.
-
-    A folder that exists, is not empty and holds no marker was not made by a report: refused."""
-    marker = out / REPORT_MARKER
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file, not a folder")
-    if out.is_dir() and not marker.is_file() and any(out.iterdir()):
-        raise ConfigError(
-            f"--out {out}: the folder exists and was not made by `sweeper report` (no {REPORT_MARKER}); "
-            "give a new or empty folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    for name in _written_before(marker):
-        (out / name).unlink(missing_ok=True)
-    _write_marker(out, [])  # from now on the folder is the report's, even if this report stops half-way
-
-
-def _written_before(marker: Path) -> list[str]:
-    """The file names an earlier report listed in its marker: plain names inside the folder only."""
-    if not marker.is_file():
-        return []
-    try:
-        if marker.stat().st_size > MAX_MARKER_BYTES:
-            raise ValueError(f"larger than {MAX_MARKER_BYTES} bytes")
-        names = json.loads(marker.read_text(encoding="utf-8"))["written"]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError("'written' is not a list of file names")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{marker}: not a marker written by `sweeper report` ({exc})") from None
-    bad = [n for n in names if Path(n).name != n or n in ("", ".", "..", REPORT_MARKER)]
-    if bad:
-        raise ConfigError(f"{marker}: lists names that are not files of the folder: {bad[:3]}")
-    return [n for n in names if (marker.parent / n).is_file() and not (marker.parent / n).is_symlink()]
-
-
-def _write_marker(out: Path, written: list[Path]) -> None:
-    (out / REPORT_MARKER).write_text(json.dumps({"written": sorted(p.name for p in written)}) + "\n", encoding="utf-8")
 
 
 def _kl_names(table: pa.Table) -> list[str]:

@@ -19,6 +19,7 @@ analysis sees one kind of row.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,14 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
+from sweeper.config import read_yaml
 from sweeper.errors import EnvironmentProblem
-from sweeper.record import SweepRecord, find_sweep
+from sweeper.record import RESOLVED_CONFIG, SweepRecord, find_sweep
 from sweeper.tags import (
     CHECKPOINT_TAG,
+    CONFIG_ARTIFACT,
     ERROR_TAG,
     LATENT_DIM_PARAM,
     LEGACY_BETA_PARAM,
@@ -46,6 +50,7 @@ from sweeper.tags import (
     TRIAL_TAG,
     WEIGHT_PARAMS,
 )
+from trainables.settings import TrialSettings
 from trainables.trial import Configuration, ModelSpec
 
 if TYPE_CHECKING:
@@ -111,6 +116,33 @@ def _find_parent_run(client: MlflowClient, sweep_id: str) -> Run:
     if not found:
         raise EnvironmentProblem(f"no sweep {sweep_id!r} in the tracking store {client.tracking_uri}")
     return found[0]
+
+
+def sweep_settings(client: MlflowClient, ref: SweepRef) -> TrialSettings:
+    """The settings every trial of the sweep ran with: the resolved config.yaml the sweep wrote (its
+    folder's copy, else the parent run's artifact), read back through the settings models."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ref.folder / RESOLVED_CONFIG if ref.folder is not None else None
+        if path is None or not path.is_file():
+            try:
+                path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=ref.parent_run_id, artifact_path=CONFIG_ARTIFACT, dst_path=tmp,
+                        tracking_uri=client.tracking_uri,
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - any store failure: nothing says how the sweep trained
+                raise EnvironmentProblem(
+                    f"sweep {ref.sweep_id}: its {CONFIG_ARTIFACT} is neither in its folder nor on its parent run "
+                    f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+                ) from None
+        raw = read_yaml(path)
+        try:
+            return TrialSettings.model_validate({k: raw[k] for k in TrialSettings.model_fields if k in raw})
+        except ValidationError as exc:
+            raise EnvironmentProblem(f"{path}: not the settings of a sweep this version can read ({exc})") from None
 
 
 def _all_pages(fetch) -> Iterable:

@@ -354,11 +354,18 @@ def rank_correlations(table: pa.Table, scores: Sequence[str]) -> np.ndarray:
     matrix = np.full((n, n), np.nan)
     for i in range(n):
         for j in range(i, n):
-            ok = np.isfinite(values[i]) & np.isfinite(values[j])
-            a, b = values[i][ok], values[j][ok]
-            if ok.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0:
-                matrix[i, j] = matrix[j, i] = scipy.stats.spearmanr(a, b).statistic
+            matrix[i, j] = matrix[j, i] = spearman(values[i], values[j])
     return matrix
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation over the rows where both are finite; NaN when undefined (fewer than 3 such
+    rows, or a constant)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if ok.sum() < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a, b).statistic)
 
 
 # -- the picks ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from sweeper import object_store
@@ -34,15 +35,15 @@ from sweeper.analyse.results import (
     row_label,
     row_model,
     runs_table,
+    sweep_settings,
     trial_runs,
 )
-from sweeper.config import read_yaml
 from sweeper.errors import ConfigError, EnvironmentProblem
 from sweeper.export.card import model_card
 from sweeper.export.choose import Choice, choose
 from sweeper.export.registry import register_model
-from sweeper.record import RESOLVED_CONFIG, SWEEP_RECORD, SweepRecord
-from sweeper.tags import CONFIG_ARTIFACT, VERSION_PARAM_PREFIX
+from sweeper.record import SWEEP_RECORD, SweepRecord
+from sweeper.tags import VERSION_PARAM_PREFIX
 from trainables import exported
 from trainables.checkpoint import check_identity, model_identity, saved_identity
 from trainables.exported import ExportError
@@ -112,33 +113,6 @@ def read_checkpoint(row: dict) -> tuple[dict, dict[str, Any] | None]:
             except Exception as exc:  # noqa: BLE001 - weights-only unpickling refuses all but tensors and plain data
                 raise EnvironmentProblem(f"{checkpoint}/{STATE_FILE}: cannot be read safely ({exc})") from None
     return weights, state
-
-
-def sweep_settings(client: MlflowClient, ref: SweepRef) -> TrialSettings:
-    """The settings every trial of the sweep ran with: the resolved config.yaml the sweep wrote (its
-    folder's copy, else the parent run's artifact), read back through the settings models."""
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = ref.folder / RESOLVED_CONFIG if ref.folder is not None else None
-        if path is None or not path.is_file():
-            try:
-                path = Path(
-                    mlflow.artifacts.download_artifacts(
-                        run_id=ref.parent_run_id, artifact_path=CONFIG_ARTIFACT, dst_path=tmp,
-                        tracking_uri=client.tracking_uri,
-                    )
-                )
-            except Exception as exc:  # noqa: BLE001 - any store failure: the export cannot say how it trained
-                raise EnvironmentProblem(
-                    f"sweep {ref.sweep_id}: its {CONFIG_ARTIFACT} is neither in its folder nor on its parent run "
-                    f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
-                ) from None
-        raw = read_yaml(path)
-        try:
-            return TrialSettings.model_validate({k: raw[k] for k in TrialSettings.model_fields if k in raw})
-        except ValidationError as exc:
-            raise EnvironmentProblem(f"{path}: not the settings of a sweep this version can read ({exc})") from None
 
 
 def build_config(

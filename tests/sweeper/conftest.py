@@ -81,17 +81,23 @@ def _model_run(trial: dict, folder: Path, legacy: bool) -> tuple[dict, dict]:
     return params, tags
 
 
-def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID, legacy: bool = False) -> SweepRecord:
+def _make_sweep(
+    folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID, legacy: bool = False, data: dict | None = None
+) -> SweepRecord:
     """Parent run, one child run per model (params, final metrics, tags), and sweeps/<id>/sweep.json.
 
     A trial dict holds `configuration` (a trainables.trial.Configuration), seed, metrics, and optionally
     status, error, and either `checkpoint` (the tag's value) or `init`: the seed of the checkpoint's
     weights (equal weights give equal codes), with `state` for what its trainer state says besides.
     `legacy`: runs and checkpoints as releases before the objectives wrote them (see `_model_run`).
+    `data`: the sweep's data settings. Several sweeps may share a folder (and its store).
     """
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("fake", artifact_location=str(folder / "mlruns"))
+    existing = client.get_experiment_by_name("fake")
+    experiment = existing.experiment_id if existing else client.create_experiment(
+        "fake", artifact_location=str(folder / "mlruns")
+    )
     parent = client.create_run(experiment, run_name=sweep_id, tags={"sweep_id": sweep_id, "sweeper.role": "sweep"})
     parent_id = parent.info.run_id
     now = int(time.time() * 1000)
@@ -116,7 +122,7 @@ def _make_sweep(folder: Path, trials: list[dict], sweep_id: str = SWEEP_ID, lega
         client.set_terminated(run.info.run_id, trial.get("status", "FINISHED"))
     # The resolved config as launch logs it: the trial settings, the search, the name.
     settings = TrialSettings.model_validate(
-        {"model": {"latent_dim": LATENTS}, "objective": {"capacity_steps": 100}}
+        {"model": {"latent_dim": LATENTS}, "objective": {"capacity_steps": 100}, "data": data or {}}
     ).model_dump(mode="json")
     search = {"kind": "grid", "beta": [1.0, 8.0]} if legacy else {"kind": "grid", "objectives": {"beta_vae": {"beta": [1.0, 8.0]}}}
     resolved = yaml.safe_dump({"name": "fake", **settings, "search": search})
@@ -198,7 +204,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def make_sweep():
-    """make_sweep(folder, trials, sweep_id=SWEEP_ID, legacy=False) -> SweepRecord of a fake finished sweep
+    """make_sweep(folder, trials, sweep_id=SWEEP_ID, legacy=False, data=None) -> SweepRecord of a fake finished sweep
     in `folder` (see _make_sweep).
 
     Creating a tracking store takes seconds; share one per module where the tests only read.

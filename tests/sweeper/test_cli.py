@@ -107,6 +107,7 @@ def test_status_of_an_unknown_sweep_exits_3(in_tmp):
     [
         ["select", "some-sweep", "--tracking-uri", "http://alice:hunter2@mlflow.example:5000"],
         ["report", "some-sweep", "--tracking-uri", "https://alice:hunter2@mlflow.example"],
+        ["study", "some-sweep", "--out", "out", "--tracking-uri", "https://alice:hunter2@mlflow.example"],
         ["export", "some-sweep", "--to", "out", "--tracking-uri", "http://alice:hunter2@mlflow.example"],
         ["launch", str(CONFIGS / "smoke.yaml"), "--address", "ray://alice:hunter2@head.example:10001"],
         ["resume", "some-sweep", "--address", "ray://alice:hunter2@head.example:10001"],

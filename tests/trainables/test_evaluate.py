@@ -26,8 +26,8 @@ from trainables.evaluate import (
 from trainables.factors import flat_index, sample_factors
 from trainables.model import BetaVAE
 from trainables.runtime import set_tf32
+from trainables.settings import DEFAULT_METRICS, EvalSettings
 from trainables.settings import METRIC_OUTPUTS as SCORES
-from trainables.settings import EvalSettings
 
 SMALL = {
     "beta_vae": {"batch_size": 8, "num_train": 60, "num_eval": 30},
@@ -37,6 +37,7 @@ SMALL = {
     "sap": {"num_train": 200, "num_test": 100},
     "modularity": {"num_train": 150, "num_test": 80},
     "unsupervised": {"num_train": 200},
+    "downstream": {"num_train": 100, "num_test": 80},
 }
 
 
@@ -81,9 +82,23 @@ def full_run() -> dict[str, float]:
     return evaluate(spread_model(), CoarseDSprites(), settings(), np.random.default_rng(7))
 
 
-def test_every_metric_reports_every_score(full_run):
-    expected = {f"disent/{score}" for names in SCORES.values() for score in names}
+def test_every_default_metric_reports_every_score(full_run):
+    expected = {f"disent/{score}" for name in DEFAULT_METRICS for score in SCORES[name]}
     assert set(full_run) == expected | {"eval/seconds", "eval/encoded"}
+    assert "downstream" not in DEFAULT_METRICS  # asked for by name: its regressions would dominate every evaluation
+
+
+def test_downstream_runs_when_named_without_changing_the_other_scores(full_run):
+    """It reports the train sizes up to its num_train, from its own generator and the dataset's sampler."""
+    chosen = ("mig", "downstream")
+    run = evaluate(spread_model(), CoarseDSprites(), settings(metrics=chosen), np.random.default_rng(7))
+    downstream = {key for key in run if key.startswith("disent/downstream_")}
+    assert downstream == {
+        f"disent/downstream_{p}_{kind}_{n}" for p in ("logreg", "gbt") for kind in ("accuracy", "min_accuracy")
+        for n in (10, 100)
+    }
+    assert all(0.0 <= run[key] <= 1.0 for key in downstream)
+    assert run["disent/mig"] == full_run["disent/mig"]
 
 
 def test_scores_are_finite_plain_floats(full_run):

@@ -18,6 +18,8 @@ from trainables.metrics.beta_vae import SPEC as _BETA_VAE
 from trainables.metrics.beta_vae import beta_vae_score
 from trainables.metrics.dci import SPEC as _DCI
 from trainables.metrics.dci import dci
+from trainables.metrics.downstream import SPEC as _DOWNSTREAM
+from trainables.metrics.downstream import downstream_task
 from trainables.metrics.factor_vae import SPEC as _FACTOR_VAE
 from trainables.metrics.factor_vae import factor_vae_score
 from trainables.metrics.mig import SPEC as _MIG
@@ -30,7 +32,9 @@ from trainables.metrics.udr import udr_pair_score, udr_scores
 from trainables.metrics.unsupervised import SPEC as _UNSUPERVISED
 from trainables.metrics.unsupervised import unsupervised_scores
 
-SPECS: tuple[MetricSpec, ...] = (_BETA_VAE, _FACTOR_VAE, _MIG, _DCI, _SAP, _MODULARITY, _UNSUPERVISED)
+SPECS: tuple[MetricSpec, ...] = (
+    _BETA_VAE, _FACTOR_VAE, _MIG, _DCI, _SAP, _MODULARITY, _UNSUPERVISED, _DOWNSTREAM
+)
 SPEC_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in SPECS}
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "discrete_entropy",
     "discrete_mutual_info",
     "discretize",
+    "downstream_task",
     "factor_vae_score",
     "mig",
     "modularity_explicitness",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainables.factors import check_factor_sizes
+from trainables.factors import check_factor_sizes, sample_factors
 
 Represent = Callable[[np.ndarray], np.ndarray]
 """Maps an int (n, K) array of factor vectors to the (n, D) codes of their observations."""
@@ -127,6 +127,9 @@ def seed_from(rng: np.random.Generator) -> int:
 Sample = Callable[[int], tuple[np.ndarray, np.ndarray]]
 """The first n rows of a shared sample: (codes (n, D), factor class indices (n, K))."""
 
+SampleFactors = Callable[[int, np.random.Generator], np.ndarray]
+"""Draws n factor vectors (n, K) as the dataset samples them (only the cells it has, for an incomplete grid)."""
+
 UNSCALED_SIZES = frozenset({"batch_size", "num_bins"})  # sizes the `fast` preset keeps
 
 
@@ -145,6 +148,7 @@ class MetricInputs:
     test: Sample | None = None  # the shared test sample
     n_jobs: int | None = None  # parallel fits (DCI, SAP)
     dci_backend: str = "exact"  # DCI's classifier: "exact" or "sklearn"
+    sample_factors: SampleFactors | None = None  # the dataset's sampler; None: uniform over factor_sizes
 
     def split(self, name: str, metric: str) -> Sample:
         sample = self.train if name == "train" else self.test
@@ -155,6 +159,13 @@ class MetricInputs:
     def train_and_test(self, sizes: Mapping[str, int], metric: str) -> tuple[np.ndarray, ...]:
         """(codes_train, factors_train, codes_test, factors_test) at the metric's num_train and num_test."""
         return (*self.split("train", metric)(sizes["num_train"]), *self.split("test", metric)(sizes["num_test"]))
+
+    def draw_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n factor vectors drawn as the dataset draws them; without its sampler, each factor uniform,
+        which is the same for a full grid."""
+        if self.sample_factors is None:
+            return sample_factors(self.factor_sizes, n, rng)
+        return self.sample_factors(n, rng)
 
     def generator(self, metric: str) -> np.random.Generator:
         if self.rng is None:
@@ -169,7 +180,9 @@ class MetricSpec:
     sizes are the reference study's; the `fast` preset is a tenth of each,
     except batch sizes and bin counts. splits names the shared samples it
     reads ("train", "test"); needs_full_grid: it draws factor vectors over the
-    whole grid and needs every cell of it.
+    whole grid and needs every cell of it; in_default: it runs when a config
+    names no metrics (False for a metric whose cost would dominate every
+    evaluation: a config asks for it by name).
     """
 
     name: str
@@ -178,6 +191,7 @@ class MetricSpec:
     evaluate: Callable[[MetricInputs, Mapping[str, int]], dict[str, float]]
     splits: tuple[str, ...] = ()
     needs_full_grid: bool = False
+    in_default: bool = True
 
     def preset(self, preset: str) -> dict[str, int]:
         """The sample sizes of a preset: "reference" or "fast"."""

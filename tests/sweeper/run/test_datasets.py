@@ -14,7 +14,7 @@ from sweeper.config import check_machine, validate_config
 from sweeper.errors import ConfigError
 from sweeper.run.datasets import node_bytes, with_dataset
 from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
-from trainables.settings import METRIC_NAMES, DataSettings, metric_outputs
+from trainables.settings import DEFAULT_METRICS, DataSettings, metric_outputs
 
 REPO = Path(__file__).resolve().parents[3]
 SIZES = (1, 3, 2, 4, 8, 8)  # a small grid in the original format: 1,536 images
@@ -54,7 +54,7 @@ def test_a_sweep_from_a_file_reports_every_metric(tmp_path, sweeper_cli, files, 
     assert trial.info.status == "FINISHED"
     assert trial.data.params["data.name"] == name and trial.data.params["data.path"] == str(files[name])
     scores = {k for k in trial.data.metrics if k.startswith("disent/")}
-    assert scores == {f"disent/{score}" for metric in METRIC_NAMES for score in metric_outputs(metric)}
+    assert scores == {f"disent/{score}" for metric in DEFAULT_METRICS for score in metric_outputs(metric)}
 
 
 def test_a_config_naming_a_missing_or_wrong_file_is_refused_with_the_key_and_file(tmp_path, files):

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper.record import SWEEP_RECORD
-from trainables.settings import METRIC_NAMES, metric_outputs
+from trainables.settings import DEFAULT_METRICS, metric_outputs
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -52,7 +52,7 @@ def test_every_child_has_training_curves_and_every_score(smoke_sweep):
             history = client.get_metric_history(run.info.run_id, key)
             assert [m.step for m in history] == list(range(25, 151, 25)), key
         scores = {k for k in run.data.metrics if k.startswith("disent/")}
-        assert scores == {f"disent/{name}" for metric in METRIC_NAMES for name in metric_outputs(metric)}
+        assert scores == {f"disent/{name}" for metric in DEFAULT_METRICS for name in metric_outputs(metric)}
     # A larger beta squeezes the KL: beta = 8 ends below the plain VAE under every seed.
     by_key = {(r.data.params["beta"], r.data.params["seed"]): r.data.metrics for r in children}
     for seed in ("0", "1", "2"):
