@@ -29,7 +29,7 @@ from sweeper.analyse.report_html import Section, render
 from sweeper.analyse.results import SweepRef, metric_names, write_parquet
 from sweeper.analyse.selection import Pick, Picks, configuration_order
 from sweeper.analyse.tagging import Selection, tradeoff_caption
-from sweeper.errors import ConfigError, EnvironmentProblem
+from sweeper.errors import EnvironmentProblem
 from sweeper.tags import PICK_ROLE_TAG, REPORT_ARTIFACTS
 
 RECONSTRUCTED = 8  # observations shown with their reconstructions

@@ -8,9 +8,11 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from sweeper.analyse.plots import MAX_INCHES, MAX_TICKS, boxes_with_points, save, short
+from sweeper.analyse.plots import MAX_INCHES, boxes_with_points, save, short
 from sweeper.analyse.selection import column
 from sweeper.analyse.study_stats import OBJECTIVE, SHARES, datasets, find_configurations, of_dataset
+
+MAX_TICKS = 8  # configuration labels along a panel before they overlap
 
 SHARE_COLOURS = {"objective": "C0", "hyperparameter": "C2", "seed": "C7"}
 

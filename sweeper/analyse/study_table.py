@@ -7,18 +7,16 @@ run reported (as `sweeper.analyse.results` reads them: the scores under
 `disent/`), and `udr` where it was computed from the checkpoints.
 
 Where the columns come from:
-- objective and hyperparameters: the run's `objective` param and its weights'
-  params. Runs from before objectives had kinds carry `beta` and `capacity`
-  (C_max) only, and their objective was recon + beta * |KL - C(t)|: with
-  C_max = 0 that is the beta-VAE (beta), else the annealed VAE with beta as
-  its gamma and C_max as its c_max, and they are read as such;
+- objective and hyperparameters: as `sweeper.analyse.results` reads them, from
+  the run's `objective` and weights' params, or from the `beta` and `capacity`
+  of a run of an earlier release;
 - dataset: the sweep's resolved config, its `data` settings (name, subset,
   variant), so models of two sweeps on the same data compare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,7 +26,7 @@ from sweeper.analyse.results import SweepRef, metric_names, runs_table, sweep_se
 from sweeper.analyse.selection import SCORE_PREFIX, UDR, finished
 from sweeper.analyse.study_stats import find_configurations
 from sweeper.errors import ConfigError, EnvironmentProblem
-from sweeper.tags import BETA_PARAM, CAPACITY_PARAM, OBJECTIVE_PARAM, WEIGHT_PARAMS
+from sweeper.tags import WEIGHT_PARAMS
 from trainables.settings import TrialSettings
 
 if TYPE_CHECKING:
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
 
     from sweeper.analyse.udr import SweepUdr
 
-BETA_VAE, ANNEALED_VAE = "beta_vae", "annealed_vae"  # what runs without an objective param trained
 KEY_SCHEMA = pa.schema(
     [("sweep", pa.string()), ("dataset", pa.string()), ("objective", pa.string())]
     + [(name, pa.float64()) for name in WEIGHT_PARAMS]
@@ -65,34 +62,15 @@ def dataset_label(settings: TrialSettings) -> str:
     return "-".join(str(part) for part in parts if part)
 
 
-def objective_of(params: Mapping[str, str]) -> tuple[str, dict[str, float | None]]:
-    """A run's objective and hyperparameter values, from its params (see the module docstring)."""
-    if OBJECTIVE_PARAM in params:
-        return params[OBJECTIVE_PARAM], {name: _number(params.get(name)) for name in WEIGHT_PARAMS}
-    beta, capacity = _number(params.get(BETA_PARAM)), _number(params.get(CAPACITY_PARAM)) or 0.0
-    if capacity == 0.0:
-        return BETA_VAE, {"beta": beta}
-    return ANNEALED_VAE, {"gamma": beta, "c_max": capacity}
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def models_table(runs: Sequence, sweep_id: str, dataset: str) -> pa.Table:
     """The finished runs of one sweep as study rows: KEY_COLUMNS, then every metric."""
-    params = {run.info.run_id: run.data.params for run in runs}
-    done = finished(runs_table(runs))
+    done = finished(runs_table(runs))  # each run's objective and weights, of either release
     run_ids = done["run_id"].to_pylist()
-    objectives = [objective_of(params[run]) for run in run_ids]
     keys = {
         "sweep": [sweep_id] * len(run_ids),
         "dataset": [dataset] * len(run_ids),
-        "objective": [objective for objective, _ in objectives],
-        **{name: [values.get(name) for _, values in objectives] for name in WEIGHT_PARAMS},
+        "objective": done["objective"].to_pylist(),
+        **{name: done[name].to_pylist() for name in WEIGHT_PARAMS},
         "seed": done["seed"].to_pylist(),
         "run_id": run_ids,
     }

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from pydantic import ValidationError
 
 from sweeper import object_store
 from sweeper.analyse import plots, selection

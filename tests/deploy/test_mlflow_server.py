@@ -94,7 +94,7 @@ class Launch:
         program, *args = container["command"]
         assert program == "mlflow"
         args = [local(a) for a in args]
-        args = [f"--host=127.0.0.1" if a.startswith("--host") else a for a in args]
+        args = ["--host=127.0.0.1" if a.startswith("--host") else a for a in args]
         args = [f"--port={port}" if a.startswith("--port") else a for a in args]
         command = [sys.executable, "-m", "mlflow", *args, "--workers=1"]
         return cls(folder, command, env, f"http://127.0.0.1:{port}", secret_values, mounts)

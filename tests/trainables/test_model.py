@@ -1,6 +1,6 @@
 import torch
 
-from trainables.model import BetaVAE, Decoder, Encoder
+from trainables.model import BetaVAE
 
 
 def test_shapes_follow_the_reference_architecture():
