@@ -30,6 +30,12 @@ def fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def last_line(error: object, missing: str = "trial failed without an error message") -> str:
+    """The last line of a trial's traceback, the exception and its message: how every stage names an error."""
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    return (lines[-1] if lines else missing)[:5000]
+
+
 def trial_table(rows: Sequence[TrialRow], metric: str | None) -> str:
     """A plain-text table, a row per trial; a pack's values are its seed means."""
     keys = [*TABLE_TERMS, *([metric] if metric and metric not in TABLE_TERMS else [])]

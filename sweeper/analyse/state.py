@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.fs
 
 from sweeper import object_store
-from sweeper.console import TrialRow
+from sweeper.console import TrialRow, last_line
 from sweeper.errors import EnvironmentProblem
 from trainables.trial import TrialSpec
 
@@ -88,5 +88,4 @@ def _error_line(state: _File, logdir: str, filename: Any) -> str:
         text = _File(state.filesystem, path).read(MAX_ERROR_BYTES)
     except (OSError, ValueError):
         return "trial failed (its error file cannot be read)"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else "trial failed without an error message")[:5000]
+    return last_line(text)

@@ -9,6 +9,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from sweeper.console import fmt
 from sweeper.tracking.callback import error_reason
 from trainables.trial import TrialSpec
 
@@ -62,7 +63,3 @@ class ProgressCallback(Callback):
 def _ended(trials: list[Trial], trial: Trial) -> int:
     """Trials that have ended, counting `trial`, whose status Tune updates after the callback."""
     return 1 + sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials if t is not trial)
-
-
-def fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

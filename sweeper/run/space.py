@@ -208,15 +208,17 @@ class PackSearcher(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
 
-def sampler(name: str, seed: int = 0) -> Any:
+def sampler(name: str, seed: int = 0, restored: bool = False) -> Any:
     """Optuna's sampler of that name, made to pickle as its name and seed.
 
     Ray Tune pickles the searcher, and with it the sampler, when it builds the
     Tuner and at every searcher checkpoint; a sampler's own attributes change
     between Optuna releases (5.1's NSGAIISampler holds a thread lock, which no
-    pickle takes). Pickled as `sampler(name, seed)`, a sampler is rebuilt fresh
-    when unpickled: whatever state it needs comes from the study, which the
-    journal in the sweep folder holds and `resume` reads anyway.
+    pickle takes). Pickled as `sampler(name, seed)`, a sampler is rebuilt
+    fresh when unpickled: whatever state it needs comes from the study, which
+    the journal in the sweep folder holds and `resume` reads anyway. A
+    restored sampler draws from a fresh seed: its first one would sample
+    again what it sampled before the driver died.
     """
     import optuna
 
@@ -227,8 +229,11 @@ def sampler(name: str, seed: int = 0) -> Any:
         "nsga2": optuna.samplers.NSGAIISampler,
     }
     base = classes[name]
-    rebuilt = type(base.__name__, (base,), {"__reduce__": lambda self: (sampler, (name, seed))})
-    return rebuilt(seed=seed)
+    rebuilt = type(base.__name__, (base,), {"__reduce__": lambda self: (sampler, (name, seed, True))})
+    built = rebuilt(seed=seed)
+    if restored:
+        built.reseed_rng()
+    return built
 
 
 def searcher(config: SweepConfig, sweep_dir: Path, study_name: str) -> Searcher | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sweeper.config import SweepConfig, effective_ray_address, effective_tracking_uri
-from sweeper.console import TrialRow, trial_table
+from sweeper.console import TrialRow, last_line, trial_table
 from sweeper.run import space
 from sweeper.run.budget import Budget, budget
 from sweeper.run.launch import SweepOutcome, storage_root
@@ -66,7 +66,7 @@ def print_summary(outcome: SweepOutcome) -> int:
                 status="ERROR" if result.error else "TERMINATED",
                 spec=TrialSpec.from_config(result.config),
                 last_result=dict(result.metrics or {}),
-                error=str(result.error).strip().splitlines()[-1] if result.error else None,
+                error=last_line(result.error) if result.error else None,
             )
             for result in outcome.results
         ),

@@ -36,6 +36,7 @@ from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper import object_store
+from sweeper.console import last_line
 from sweeper.tags import (
     CHECKPOINT_TAG,
     ERROR_TAG,
@@ -101,8 +102,7 @@ def error_reason(trial: Trial) -> str:
         text = trial.get_error() or ""
     except (OSError, MlflowException):
         text = ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return (lines[-1] if lines else "trial failed without an error message")[:5000]
+    return last_line(text)
 
 
 class MLflowTrialCallback(Callback):

@@ -60,7 +60,7 @@ def test_packed_grid_gives_one_run_per_model_and_the_analysis_reads_it(tmp_path)
     for run in runs:
         seed, beta = int(run.data.params["seed"]), float(run.data.params["beta"])
         assert run.info.status == "FINISHED"
-        assert run.info.run_name == f"beta={beta:g} C=0 seed={seed}"
+        assert run.info.run_name == f"beta_vae beta={beta:g} seed={seed}"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [20, 40, 60]
         assert {"disent/mig", "disent/sap", "kl/0", "active_latents"} <= set(run.data.metrics)
         assert not any(key.startswith("model/") for key in run.data.metrics)  # a model's own names only

@@ -238,3 +238,20 @@ def test_an_optuna_plan_summarises_a_long_categorical_list_and_many_seeds():
         "annealed_vae with gamma in [1, 1000] (log), c_max in {0, 50}",
         "each repeated over seeds=0..39 (40); optimising the seeds' mean loss (min)",
     ]
+
+
+def test_a_restored_sampler_does_not_sample_again_what_it_sampled_before():
+    """Unpickled, as after a resume, a sampler must not start its seed's sequence over."""
+    import pickle
+
+    from sweeper.run.space import sampler
+
+    for name in ("tpe", "random"):
+        first = sampler(name)
+        study = optuna.create_study(sampler=first)
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+        restored = pickle.loads(pickle.dumps(first))
+        again = optuna.create_study(sampler=restored).ask().suggest_float("x", 0.0, 1.0)
+        assert again not in [t.params["x"] for t in study.trials], name
+        fresh = optuna.create_study(sampler=sampler(name)).ask().suggest_float("x", 0.0, 1.0)
+        assert fresh == study.trials[0].params["x"]  # a new sweep is reproducible by its seed
