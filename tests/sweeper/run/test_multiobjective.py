@@ -76,7 +76,7 @@ def test_two_objectives_are_told_as_seed_means_and_the_study_front_is_shown(tmp_
     selected = sweeper_cli(["select", sweep_dir.name, "--by", "disent/mig", "--no-udr"], tmp_path)
     assert selected.returncode == 0, selected.stdout[-2000:] + selected.stderr[-2000:]
     lines = selected.stdout.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("beta trade-off"))
+    first = next(i for i, line in enumerate(lines) if line.startswith("beta_vae trade-off"))
     header, rows = lines[first + 1], lines[first + 2 : first + 5]
     column = header.index("study_front")
     assert sum(row[column:].strip() == "yes" for row in rows) == len(front)

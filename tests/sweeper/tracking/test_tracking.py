@@ -28,7 +28,6 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.tags import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
 from sweeper.tracking.buffer import PENDING_FILE, REJECTED_FILE, TrackingBuffer
-from sweeper.tracking.callback import TUNE_KEYS
 from sweeper.tracking.client import SweepTracking, finish_tracking
 
 REPO = Path(__file__).resolve().parents[3]
@@ -241,13 +240,17 @@ def reported(sweep_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def metric_points(results: list[dict]) -> dict[str, list[int]]:
-    """The steps of every metric the trial reported: each numeric value that is not one of Tune's own."""
+def metric_points(results: list[dict], seed: int) -> dict[str, list[int]]:
+    """The steps of every metric the trial reported for its model of `seed`: its own values
+    (`model/<seed>/<key>`) and the trial's step, speed and restore, numbers each; the trial's seed means
+    under the plain keys are the searcher's, not the model's."""
+    own, shared = f"model/{seed}/", ("step", "images_per_sec", "restored_from_step")
     points: dict[str, list[int]] = {}
     for result in results:
         for key, value in result.items():
-            if key not in TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                points.setdefault(key, []).append(int(result["step"]))
+            name = key.removeprefix(own) if key.startswith(own) else key if key in shared else None
+            if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points.setdefault(name, []).append(int(result["step"]))
     return points
 
 
@@ -257,7 +260,7 @@ def assert_every_point_arrived(client: MlflowClient, sweep_dir: Path, children: 
     assert len(truth) == len(children)
     total = 0
     for run in children:
-        expected = metric_points(truth[run.data.tags["ray_trial_id"]])
+        expected = metric_points(truth[run.data.tags["ray_trial_id"]], int(run.data.tags["seed"]))
         assert set(run.data.metrics) == set(expected)
         for key, steps in expected.items():
             history = client.get_metric_history(run.info.run_id, key)
