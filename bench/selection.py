@@ -36,6 +36,7 @@ from sweeper.analyse.selection import (
     variance_shares,
 )
 from sweeper.analyse.tagging import write_tags
+from trainables.report import TRAINING_METRICS
 from trainables.settings import DEFAULT_METRICS, METRIC_OUTPUTS
 
 SWEEP_ID = "bench-20260101-000000-0000"
@@ -44,7 +45,7 @@ LATENTS = 10
 HISTORY = 5  # reports per run before the final one
 REPEATS = 3
 SCORES = tuple(f"disent/{name}" for metric in DEFAULT_METRICS for name in METRIC_OUTPUTS[metric])
-TRAINING = ("loss", "recon", "kl", "active_latents", "images_per_sec", "step")
+TRAINING = (*TRAINING_METRICS, "images_per_sec", "step")
 
 
 def trial_params(beta: float, seed: int) -> dict[str, str]:

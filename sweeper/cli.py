@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from sweeper.errors import ConfigError, SweeperError
+from sweeper.tags import DEFAULT_SCORE, DEFAULT_STORAGE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
@@ -100,7 +101,7 @@ def _exit_after(outcome) -> None:  # noqa: ANN001 - a SweepOutcome, imported laz
 @app.command()
 def resume(
     sweep: Annotated[str, typer.Argument(help="sweep id (under the storage folder) or the sweep folder")],
-    storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path("./sweeps"),
+    storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path(DEFAULT_STORAGE),
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join; env RAY_ADDRESS")] = None,
 ) -> None:
     """Continue a sweep whose driver stopped: finished trials are kept, the rest resume from checkpoints."""
@@ -119,7 +120,7 @@ def resume(
 @app.command()
 def status(
     sweep: Annotated[str, typer.Argument(help="sweep id (under the storage folder) or the sweep folder")],
-    storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path("./sweeps"),
+    storage: Annotated[Path, typer.Option(help="folder holding the sweeps")] = Path(DEFAULT_STORAGE),
 ) -> None:
     """Show a running or finished sweep's trials from its stored state."""
     from sweeper.analyse.status import print_status
@@ -144,9 +145,9 @@ UdrOpt = Annotated[bool, typer.Option("--udr/--no-udr", help="rank seeds by UDR 
 @app.command()
 def select(
     sweep: SweepArg,
-    by: ByOpt = "disent/mig",
+    by: ByOpt = DEFAULT_SCORE,
     mode: ModeOpt = "max",
-    storage: StorageOpt = Path("./sweeps"),
+    storage: StorageOpt = Path(DEFAULT_STORAGE),
     tracking_uri: TrackingOpt = None,
     udr: UdrOpt = True,
 ) -> None:
@@ -167,7 +168,7 @@ def select(
 @app.command()
 def report(
     sweep: SweepArg,
-    by: ByOpt = "disent/mig",
+    by: ByOpt = DEFAULT_SCORE,
     mode: ModeOpt = "max",
     out: Annotated[
         Optional[Path],
@@ -176,7 +177,7 @@ def report(
             "logged); default: <sweep folder>/report"
         ),
     ] = None,
-    storage: StorageOpt = Path("./sweeps"),
+    storage: StorageOpt = Path(DEFAULT_STORAGE),
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Select, then write an HTML report with figures and the Parquet table, logged to the sweep's parent run."""
@@ -206,11 +207,11 @@ def study(
             help="study folder, new or empty or made by an earlier study (only its files are replaced and logged)"
         ),
     ],
-    by: Annotated[str, typer.Option("--by", help="score to compare by (transfer, UDR selection, figures)")] = (
-        "disent/mig"
-    ),
+    by: Annotated[
+        str, typer.Option("--by", help="score to compare by (transfer, UDR selection, figures)")
+    ] = DEFAULT_SCORE,
     mode: ModeOpt = "max",
-    storage: StorageOpt = Path("./sweeps"),
+    storage: StorageOpt = Path(DEFAULT_STORAGE),
     tracking_uri: Annotated[
         Optional[str],
         typer.Option("--tracking-uri", help="find every sweep by id in this MLflow store, and log the study there"),
@@ -257,7 +258,7 @@ def study(
 def export(
     sweep: SweepArg,
     to: Annotated[Path, typer.Option("--to", help="folder to create: one subfolder per exported model")],
-    by: ByOpt = "disent/mig",
+    by: ByOpt = DEFAULT_SCORE,
     mode: ModeOpt = "max",
     median_seed: Annotated[
         bool, typer.Option("--median-seed", help="the best configuration's median seed, not the luckiest seed")
@@ -272,7 +273,7 @@ def export(
         Optional[str], typer.Option(help="register the model in the MLflow Model Registry under this name")
     ] = None,
     alias: Annotated[Optional[str], typer.Option(help="alias of the registered version, e.g. champion")] = None,
-    storage: StorageOpt = Path("./sweeps"),
+    storage: StorageOpt = Path(DEFAULT_STORAGE),
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Export the best checkpoints: safetensors weights, config, metrics, model card and a sha256 manifest."""

@@ -55,6 +55,11 @@ def optuna_weight_param(objective: str, weight: str) -> str:
     return f"{objective}.{weight}"
 
 
+# The score `select`, `report`, `export` and `study` compare models by unless told another.
+DEFAULT_SCORE = "disent/mig"
+# Where sweeps are kept unless a config (`storage`) or a command (`--storage`) says otherwise.
+DEFAULT_STORAGE = "./sweeps"
+
 # Artifacts.
 CONFIG_ARTIFACT = "config.yaml"  # the sweep's resolved config, on the parent run
 REPORT_ARTIFACTS = "report"  # the report folder, on the parent run

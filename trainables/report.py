@@ -17,6 +17,9 @@ from typing import Any
 
 from trainables.trial import MODEL_ERROR, MODELS_FAILED, model_key
 
+# What every model reports at every report, whatever its objective (its own terms come beside them).
+TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
+
 
 @dataclass
 class TrialReport:

@@ -18,7 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, Field, field_validator, model_validator
 
+from sweeper.tags import DEFAULT_STORAGE
 from sweeper.uris import refuse_credentials
+from trainables.report import TRAINING_METRICS
 from trainables.settings import (
     OBJECTIVE_WEIGHTS,
     DataSettings,
@@ -34,7 +36,6 @@ from trainables.settings import (
 )
 
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # what pyarrow.fs, and so Ray, can write to
-TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
 MAX_SEEDS = 1000
 MAX_SAMPLES = 100_000  # optuna configurations
 MAX_MODELS = 100_000  # configurations x seeds in one sweep: each is an MLflow run and a line of Tune's state
@@ -269,7 +270,7 @@ class SweepConfig(Strict):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: str = Field(
-        "./sweeps", description="folder that holds every sweep's state; on several nodes, one they all mount"
+        DEFAULT_STORAGE, description="folder that holds every sweep's state; on several nodes, one they all mount"
     )
     checkpoints: str | None = Field(
         None,

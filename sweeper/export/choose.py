@@ -11,6 +11,7 @@ import pyarrow as pa
 from sweeper.analyse import selection
 from sweeper.analyse.results import row_label
 from sweeper.errors import ConfigError, EnvironmentProblem
+from sweeper.tags import DEFAULT_SCORE
 
 ALL_PICKS = "all"
 
@@ -19,7 +20,7 @@ ALL_PICKS = "all"
 class Choice:
     """Which models to export: explicit runs, the selector's picks, or the best by a score."""
 
-    by: str = "disent/mig"
+    by: str = DEFAULT_SCORE
     maximize: bool = True
     median_seed: bool = False  # the best configuration's median seed instead of the best trial
     picks: str | None = None  # "all" or a pick kind (tradeoff, seed_sensitivity, udr_ranking)

@@ -11,7 +11,10 @@ from ray.tune.experiment import Trial
 
 from sweeper.console import fmt
 from sweeper.tracking.callback import error_reason
+from trainables.report import TRAINING_METRICS
 from trainables.trial import TrialSpec
+
+SHOWN = TRAINING_METRICS[:3]  # loss, recon, kl: a progress line's terms
 
 PROGRESS_EVERY_S = 20.0
 
@@ -46,8 +49,8 @@ class ProgressCallback(Callback):
             return
         self._last[trial.trial_id] = now
         parts = [f"step {result.get('step', '?')}/{self.steps}"]
-        parts += [f"{k} {fmt(result[k])}" for k in ("loss", "recon", "kl") if k in result]
-        if self.metric in result and self.metric not in ("loss", "recon", "kl"):
+        parts += [f"{k} {fmt(result[k])}" for k in SHOWN if k in result]
+        if self.metric in result and self.metric not in SHOWN:
             parts.append(f"{self.metric} {fmt(result[self.metric])}")
         if "images_per_sec" in result:
             parts.append(f"{result['images_per_sec']:.0f} img/s")
