@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from sweeper.analyse.study import read_study
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "optuna_pareto.yaml")
 pytestmark = pytest.mark.sweep
 SEEDS = 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
 
 STEPS, REPORT, CHECKPOINT = 360, 20, 40

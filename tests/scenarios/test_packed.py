@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
 SEEDS = 3
 
