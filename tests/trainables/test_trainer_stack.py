@@ -88,12 +88,24 @@ def test_first_step_losses_and_gradients_are_the_single_models():
             torch.testing.assert_close(stacked[i], own[0], rtol=1e-4, atol=1e-6)
 
 
-def test_a_pack_and_its_single_trials_stay_close_over_hundreds_of_steps():
-    pack, singles = pack_and_singles(settings())
+@pytest.mark.parametrize(
+    ("configuration", "steps"),
+    [
+        (Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), 200),
+        # the objectives with machinery of their own: a discriminator, a covariance, a minibatch estimate
+        (Configuration.of("factor_vae", {"gamma": 10.0}), 100),
+        (Configuration.of("dip_vae_ii", {"lambda_od": 5.0}), 100),
+        (Configuration.of("beta_tcvae", {"beta": 6.0}), 100),
+    ],
+    ids=lambda c: c.objective if isinstance(c, Configuration) else str(c),
+)
+def test_a_pack_and_its_single_trials_stay_close_over_hundreds_of_steps(configuration, steps):
+    s = settings()
+    pack, singles = Trainer(s, configuration, SEEDS), [Trainer(s, configuration, (seed,)) for seed in SEEDS]
     start = [single_weights(t) for t in singles]
-    report = pack.train(200)
+    report = pack.train(steps)
     for before, trainer in zip(start, singles):
-        single = trainer.train(200).models[trainer.seeds[0]]
+        single = trainer.train(steps).models[trainer.seeds[0]]
         after, packed = single_weights(trainer), slice_weights(pack, trainer.seeds[0])
         assert report.models[trainer.seeds[0]]["loss"] == pytest.approx(single["loss"], rel=1e-4)
         for key in after:
