@@ -46,7 +46,7 @@ def studied(tmp_path_factory, sweeper_cli):
     config = str(REPO / "configs" / "study.yaml")
     done = sweeper_cli(["launch", config, "--set", TWO_EACH, *TOY], cwd=folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    noisy = ["--set", "search.objectives={beta_vae: {beta: [1.0, 8.0]}, factor_vae: {gamma: [10.0, 40.0]}}"]
+    noisy = ["--set", "search.objectives={beta_vae: {beta: [8.0]}, factor_vae: {gamma: [10.0]}}"]
     done = sweeper_cli(["launch", config, *noisy, *TOY, "--set", "data.variant=noisy"], cwd=folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     first, second = sorted((folder / "sweeps").iterdir(), key=lambda p: p.stat().st_ctime)
@@ -100,7 +100,7 @@ def test_a_study_across_the_two_sweeps_writes_its_table_page_and_run(studied, sw
     done = sweeper_cli(["study", first, second, "--out", str(out), "--no-udr"], cwd=folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = pq.read_table(out / "study.parquet").to_pylist()
-    assert len(table) == 24 + 8
+    assert len(table) == 24 + 4
     assert {(r["dataset"], r["objective"]) for r in table if r["sweep"] == second} == {
         ("dsprites-noisy", "beta_vae"), ("dsprites-noisy", "factor_vae")
     }
