@@ -107,6 +107,14 @@ class PlainLoop:
         return steps * BATCH / (time.perf_counter() - start)
 
 
+def timed_rate(trainer: Trainer, steps: int) -> float:
+    """Images/s of `steps` steps, every model's, timed around the call: a report's own rate counts from
+    the report before it, which in alternating windows includes the other side's window."""
+    start = time.perf_counter()
+    trainer.train(steps)
+    return steps * trainer.settings.training.batch_size * len(trainer.seeds) / (time.perf_counter() - start)
+
+
 def one_against_plain_loop(threads: int, warmup: int, window: int, windows: int) -> tuple[list[float], list[float]]:
     """Images/s of the trainer with one model and of `PlainLoop`, window by window."""
     trainer = Trainer(settings_for(BATCH, threads), BETA_4, seeds=(0,))
@@ -115,7 +123,7 @@ def one_against_plain_loop(threads: int, warmup: int, window: int, windows: int)
     plain.train(warmup)
     ours, floor = [], []
     for _ in range(windows):
-        ours.append(trainer.train(window).images_per_sec)
+        ours.append(timed_rate(trainer, window))
         floor.append(plain.train(window))
     return ours, floor
 
@@ -130,7 +138,7 @@ def pack_against_singles(threads: int, warmup: int, window: int, windows: int) -
         trainer.train(warmup)
     packed, single = [], []
     for _ in range(windows):
-        packed.append(pack.train(window).images_per_sec / PACK)
+        packed.append(timed_rate(pack, window) / PACK)
         start = time.perf_counter()
         for trainer in singles:
             trainer.train(window)
@@ -148,7 +156,7 @@ def objective_rates(threads: int, warmup: int, window: int, windows: int) -> dic
     rates: dict[str, list[float]] = {kind: [] for kind in packs}
     for _ in range(windows):
         for kind, pack in packs.items():
-            rates[kind].append(pack.train(window).images_per_sec / PACK)
+            rates[kind].append(timed_rate(pack, window) / PACK)
     return rates
 
 

@@ -93,9 +93,9 @@ def test_first_step_losses_and_gradients_are_the_single_models():
     [
         (Configuration.of("annealed_vae", {"gamma": 4.0, "c_max": 5.0}), 200),
         # the objectives with machinery of their own: a discriminator, a covariance, a minibatch estimate
-        (Configuration.of("factor_vae", {"gamma": 10.0}), 60),
-        (Configuration.of("dip_vae_ii", {"lambda_od": 5.0}), 60),
-        (Configuration.of("beta_tcvae", {"beta": 6.0}), 60),
+        (Configuration.of("factor_vae", {"gamma": 10.0}), 100),
+        (Configuration.of("dip_vae_ii", {"lambda_od": 5.0}), 100),
+        (Configuration.of("beta_tcvae", {"beta": 6.0}), 100),
     ],
     ids=lambda c: c.objective if isinstance(c, Configuration) else str(c),
 )
