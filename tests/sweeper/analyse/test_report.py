@@ -315,6 +315,10 @@ def test_report_on_a_real_sweep(smoke_report):
     picked = [r for r in table.to_pylist() if r["selected"]]
     assert len(list(out.glob("model_*_traversal.png"))) == len(picked)
     assert "no model.safetensors" not in (out / "report.html").read_text()
+    # 150 steps leave every model at the prior: the report says so before anything else.
+    assert set(table["active_latents"].to_pylist()) == {0.0}
+    assert "no model left the prior: none of the 6 finished models" in (out / "report.html").read_text()
+    assert "note: no model left the prior" in report.stdout
 
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     record = json.loads((sweep_dir / "sweep.json").read_text())
