@@ -10,36 +10,26 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainables.data.published import (
+    SHAPES3D_SMALL,
+    shapes3d_image,
+    shapes3d_images,
+    write_h5,
+    write_shapes3d,
+)
 from trainables.data import DataError, check_settings, load_stored, make_dataset, shapes3d, stored_bytes
 from trainables.settings import DataSettings
 
 NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 FULL = (10, 10, 10, 8, 4, 15)
-SMALL = (2, 3, 2, 2, 2, 3)  # 144 images
+SMALL = SHAPES3D_SMALL
 labels = shapes3d.grid_labels
-
-
-def image(flat: int) -> np.ndarray:
-    """The image of grid cell `flat`: (64, 64, 3) uint8, channel c offset by 80 c, a ramp down the rows."""
-    y = np.arange(64)[:, None, None]
-    c = np.arange(3)[None, None, :]
-    return np.broadcast_to((flat + 80 * c + y) % 256, (64, 64, 3)).astype(np.uint8)
-
-
-def images(sizes: tuple[int, ...]) -> np.ndarray:
-    return np.stack([image(i) for i in range(math.prod(sizes))])
-
-
-def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value)
-    return path
+image, images = shapes3d_image, shapes3d_images
 
 
 @pytest.fixture(scope="module")
 def h5_path(tmp_path_factory) -> Path:
-    return write_h5(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5", {"images": images(SMALL), "labels": labels(SMALL)})
+    return write_shapes3d(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5")
 
 
 def settings(path: Path) -> DataSettings:
