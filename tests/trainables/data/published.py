@@ -12,6 +12,7 @@ import gzip
 import itertools
 import math
 import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from trainables.data import shapes3d
 
 # --- Shapes3D: DeepMind's 3dshapes.h5 (`images` (N, 64, 64, 3) uint8, `labels` (N, 6) float64) ---
 
+SHAPES3D_FULL = (10, 10, 10, 8, 4, 15)  # 480,000 images
 SHAPES3D_SMALL = (2, 3, 2, 2, 2, 3)  # 144 images; every factor varies, so every metric applies
 
 
@@ -48,6 +50,25 @@ def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 def write_shapes3d(path: Path, sizes: tuple[int, ...] = SHAPES3D_SMALL) -> Path:
     """A 3dshapes.h5 of the grid `sizes`, rows in row-major order as in the published file."""
     return write_h5(path, {"images": shapes3d_images(sizes), "labels": shapes3d.grid_labels(sizes)})
+
+
+def write_shapes3d_declared(path: Path, count: int = math.prod(SHAPES3D_FULL)) -> Path:
+    """A 3dshapes.h5 of the published size whose images are declared but never written, so HDF5 stores none
+    of their 5.9 GB and the file holds the labels alone; a `count` below 480,000 drops the last rows."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", shape=(count, 64, 64, 3), dtype=np.uint8)
+        f.create_dataset("labels", data=shapes3d.grid_labels(SHAPES3D_FULL)[:count])
+    return path
+
+
+# --- MPI3D: npz files of `images` alone, rows in the subset grid's row-major order ---
+
+
+def npz_header_only(path: Path, shape: tuple[int, ...], dtype: str = "|u1", key: str = "images") -> Path:
+    """An npz whose member holds the .npy header of `shape` and no data: a full-size header, kilobytes on disk."""
+    with zipfile.ZipFile(path, "w") as archive, archive.open(f"{key}.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return path
 
 
 # --- SmallNORB: the six binary matrix files (-dat, -cat, -info of training and testing) ---
