@@ -3,9 +3,10 @@
 Order matters for "nothing half-created": the config is validated and
 checked against this machine (`sweeper.config.check_machine`) by the
 caller, then the tracking store and the Ray address are checked, Ray is
-started or joined, the nodes' access to the checkpoint storage is probed
-and a dataset file is read; only then are the MLflow parent run and, last,
-the sweep folder created.
+started or joined, the nodes' access to the checkpoint storage is probed,
+every node's object store is checked to hold the dataset and a dataset
+file is read; only then are the MLflow parent run and, last, the sweep
+folder created.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from sweeper.config import (
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, write_atomically
 from sweeper.run import space
 from sweeper.run.cluster import (
+    check_node_memory,
     check_object_store,
     check_ray_address,
     check_shared_storage,
     start_ray,
 )
-from sweeper.run.datasets import with_dataset
+from sweeper.run.datasets import dataset_name, node_bytes, with_dataset
 from sweeper.run.pickles import StateDigests, check_state
 from sweeper.run.progress import ProgressCallback
 from sweeper.tracking.callback import MLflowTrialCallback
@@ -176,7 +178,9 @@ def trial_name(trial: tune.experiment.Trial) -> str:
 
 
 def _trainable(config: SweepConfig) -> Any:
-    # A dataset file is read here, once, and shared with the trials through the object store.
+    # A dataset file is read here, once, and shared with the trials through the object store;
+    # first every node is checked to hold it, so a dataset too large is refused before it is read.
+    check_node_memory(node_bytes(config), dataset_name(config))
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
     return tune.with_resources(with_dataset(train, config), resources)
 
