@@ -28,8 +28,11 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast with a clear message instead of Ray's long reconnect loop."""
     if address == "auto":
         return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
+    try:  # urllib raises on an unclosed IPv6 bracket, and on a port that is not a number in 0..65535
+        parsed = urlparse(address if "://" in address else f"tcp://{address}")
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
     if not host or not port:
         raise EnvironmentProblem(f"Ray address {address!r}: expected host:port (or ray://host:port)")
     try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -47,6 +48,7 @@ KEYED, UNKEYED = "hmac-sha256", "sha256"
 KEPT_DIGESTS = 4  # per file: the copy in the sweep folder may be a few saves behind the staging folder
 TUNER_FILE = "tuner.pkl"
 _CHUNK = 1 << 20
+_TIMESTAMPED = re.compile(r"^(?P<kind>.+?)-[0-9][0-9_-]*\.(json|pkl)$")  # state files Tune names by session
 
 
 def state_key() -> bytes | None:
@@ -117,7 +119,9 @@ def check_state(record: SweepRecord) -> None:
             f"{where}: its state was recorded without a key, so {STATE_KEY_ENV} cannot vouch for it; unset "
             f"{STATE_KEY_ENV} to resume it only if no one else can write {record.experiment_path}"
         )
-    for name, filesystem, path in _covered_files(record.experiment_path):
+    present = list(_covered_files(record.experiment_path))
+    _refuse_missing_state(record, {name for name, _, _ in present})
+    for name, filesystem, path in present:
         known = record.state_digests.get(name)
         if known is None:
             raise EnvironmentProblem(
@@ -129,6 +133,31 @@ def check_state(record: SweepRecord) -> None:
                 f"{object_store.uri_of(filesystem, path)}: changed since the sweep's driver wrote it; "
                 "refusing to resume (Tune would unpickle it)"
             )
+
+
+def _state_kind(name: str) -> str:
+    """What a top-level state file holds, without the session's timestamp Tune puts in its name:
+    `experiment_state-2026-01-01_00-00-00.json` -> `experiment_state`; `tuner.pkl` stays itself."""
+    match = _TIMESTAMPED.match(name)
+    return match["kind"] if match else name
+
+
+def _refuse_missing_state(record: SweepRecord, present: set[str]) -> None:
+    """Refuse a sweep folder from which a kind of state the driver recorded is gone.
+
+    Tune restores what it finds: without `tuner.pkl` it fails deep inside, and without the experiment
+    state it starts every trial again, finished ones included. A resumed session's newer files may be
+    recorded a moment before their first copy lands in the folder, so a kind counts as present while
+    any file of it is (the older state is checked like every other file).
+    """
+    recorded = {_state_kind(name) for name in record.state_digests or {} if "/" not in name}
+    missing = sorted(recorded - {_state_kind(name) for name in present if "/" not in name})
+    if missing:
+        names = ", ".join(n for n in sorted(record.state_digests or {}) if _state_kind(n) in missing)
+        raise EnvironmentProblem(
+            f"sweep {record.sweep_id}: {record.experiment_path} no longer holds the state its driver wrote "
+            f"({names}); refusing to resume (Tune would restart from what is left)"
+        )
 
 
 class StateDigests(tune.Callback):

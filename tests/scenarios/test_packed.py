@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,12 +94,25 @@ OPTUNA = [
 ]  # fmt: skip
 
 
+CHECKPOINT_NAME = re.compile(rb"checkpoint_[0-9]{6}")
+
+
 def checkpoint_in_state(sweep_dir: Path) -> bool:
-    """A running trial has a checkpoint, and Tune's experiment state was written after it: a resume
-    will find it."""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    checkpoints = list(sweep_dir.glob("*/checkpoint_*"))
-    return bool(states and checkpoints) and states[-1].stat().st_mtime > max(c.stat().st_mtime for c in checkpoints)
+    """Tune's experiment state in the sweep folder names a checkpoint of a running trial: a resume will
+    restore the trial from it. (Files' modification times said nothing of what the state holds.)
+
+    Each trial's checkpoint manager is cloudpickled into the state; the checkpoint folders' names are
+    found in its bytes, which are not unpickled."""
+    for state in sweep_dir.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (ValueError, KeyError):
+            continue  # caught while Tune copies it into the folder: the next look reads it whole
+        for trial, runtime in trials:
+            manager = bytes.fromhex(json.loads(runtime)["checkpoint_manager"]["value"])
+            if json.loads(trial)["status"] == "RUNNING" and CHECKPOINT_NAME.search(manager):
+                return True
+    return False
 
 
 def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(tmp_path):
