@@ -26,6 +26,7 @@ SECTIONS = {
     "study": "bench.study",
     "datasets": "bench.datasets",
     "overhead": "bench.overhead",
+    "quickstart": "bench.quickstart",
     "gpu": "bench.gpu",
 }  # name -> module with run(quick: bool) -> str
 NEEDS_CUDA = {"gpu"}  # left out of a full run without a CUDA device, and kept as last written
