@@ -58,7 +58,8 @@ def state_key() -> bytes | None:
 
 def covered(name: str) -> bool:
     """Whether Tune unpickles or decodes the file at `name` (relative to the experiment folder) on resume:
-    any `.pkl`, and the JSON state files at the top (the sweeper's own sweep.json aside)."""
+    any `.pkl`, and the JSON state files at the top (the sweeper's own sweep.json aside; the rung records,
+    which `sweeper.run.rungs` writes with Tune's state and reads back, among them)."""
     path = PurePosixPath(name)
     if path.suffix == ".pkl":
         return True
