@@ -23,6 +23,13 @@ its state right after writing the experiment and searcher state and before
 starting that sync, so the digests are in sweep.json before the files reach
 the sweep folder. A driver killed during a sync leaves an older copy there:
 the last few digests of each file are kept, and any of them is accepted.
+
+A resumed Tune first copies every top-level JSON file of the experiment
+folder into its staging folder, and when that folder is the sweep folder,
+sweep.json is among them. Each sync would then copy that stale record back
+over the one the driver keeps, losing every digest recorded since the resume
+(and a sync cut short would leave half a record): so the copy is removed
+from the staging folder before each save's sync.
 """
 
 from __future__ import annotations
@@ -195,7 +202,9 @@ class StateDigests(tune.Callback):
         synced to the sweep folder: the moment to record them. Returns None: this callback keeps no state
         in Tune's files."""
         if self._staging is not None:
-            self._record(self._staged_digests(Path(self._staging)))
+            staging = Path(self._staging)
+            (staging / SWEEP_RECORD).unlink(missing_ok=True)  # Tune's copy of a resumed sweep's record
+            self._record(self._staged_digests(staging))
         return None
 
     def _staged_digests(self, staging: Path) -> dict[str, str]:

@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray.train._internal.storage as tune_storage
+from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+from ray.tune.experiment import Trial
 from typer.testing import CliRunner
 
 from sweeper.cli import app
 from sweeper.record import SweepRecord
-from sweeper.run.pickles import STATE_KEY_ENV, UNKEYED, check_state, covered, digest
+from sweeper.run.pickles import STATE_KEY_ENV, UNKEYED, StateDigests, check_state, covered, digest
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = "a-key-only-the-driver-knows"
@@ -189,3 +192,35 @@ def test_a_newer_state_recorded_before_its_copy_landed_does_not_block_resume(tmp
     sweep_dir = recorded_folder(tmp_path, files, recorded={**files, newer: b"{}"})
     monkeypatch.delenv(STATE_KEY_ENV, raising=False)
     check_state(SweepRecord.read(sweep_dir))  # no error
+
+
+# -- recorded across a resume: Tune's own sync between the sweep folder and its staging folder, no Ray ----
+
+
+def test_a_resumed_session_keeps_the_digests_it_records_through_tunes_syncs(tmp_path, monkeypatch):
+    # A resumed Tune copies the experiment folder's top-level JSON (sweep.json too, in the sweep folder) into
+    # its staging folder, then copies that folder back at every save: a stale record would overwrite this one.
+    monkeypatch.delenv(STATE_KEY_ENV, raising=False)
+    files = {TUNER: b"state", STATE: b"{}"}
+    sweep_dir = recorded_folder(tmp_path, files, recorded=files)  # as the killed session left it
+    # Only the running Ray's session folder, where Tune puts its staging folder, is stood in for.
+    monkeypatch.setattr(tune_storage, "_get_ray_train_session_dir", lambda: str(tmp_path / "ray-session"))
+    storage = tune_storage.StorageContext(str(sweep_dir.parent), sweep_dir.name)
+    syncs = _ExperimentCheckpointManager(storage=storage, checkpoint_period=0)
+    syncs.sync_down_experiment_state()  # what Tune's resume does before its first step
+    staging = Path(storage.experiment_driver_staging_path)
+    assert (staging / "sweep.json").is_file()  # Tune's copy, as this Ray makes it
+
+    callback = StateDigests(sweep_dir, str(sweep_dir))
+    callback.on_step_begin(0, [Trial("train", stub=True, storage=storage)])
+    newer = "experiment_state-2026-01-02_00-00-00.json"
+
+    def save() -> None:  # Tune's save: the state files into the staging folder, then the callbacks' states
+        (staging / newer).write_bytes(b'{"newer": true}')
+        callback.get_state()
+
+    syncs.sync_up_experiment_state(save, force=True, wait=True)
+    record = SweepRecord.read(sweep_dir)
+    assert record.state_digests[newer] == [digest(newer, iter([b'{"newer": true}']), None)]
+    assert record.state_digests[STATE] == [digest(STATE, iter([b"{}"]), None)]  # the first session's kept
+    check_state(record)  # a second resume finds every file recorded
