@@ -52,7 +52,9 @@ def tradeoff_problems(models: dict[float, dict[str, np.ndarray]]) -> list[str]:
     for low, high in zip(betas, betas[1:]):
         a, b = models[low], models[high]
         if not b["kl"].max() < a["kl"].min():
-            problems.append(f"KL of beta {high:g} (max {b['kl'].max():.3g}) not below beta {low:g} (min {a['kl'].min():.3g})")
+            problems.append(
+                f"KL of beta {high:g} (max {b['kl'].max():.3g}) not below beta {low:g} (min {a['kl'].min():.3g})"
+            )
         if not b["recon"].min() > a["recon"].max():
             problems.append(
                 f"reconstruction of beta {high:g} (min {b['recon'].min():.4g}) not above beta {low:g} "

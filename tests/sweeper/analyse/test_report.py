@@ -341,8 +341,8 @@ def test_report_on_a_real_sweep(smoke_report):
     assert len(list(out.glob("model_*_traversal.png"))) == len(picked)
     assert "no model.safetensors" not in (out / "report.html").read_text()
     # 150 steps leave every model at the prior: the report says so before anything else.
-    assert set(table["active_latents"].to_pylist()) == {0.0}
-    assert "no model left the prior: none of the 6 finished models" in (out / "report.html").read_text()
+    assert max(table["kl"].to_pylist()) < 1.0
+    assert "no model left the prior: each of the 6 finished models" in (out / "report.html").read_text()
     assert "note: no model left the prior" in report.stdout
 
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
