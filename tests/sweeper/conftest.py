@@ -145,7 +145,8 @@ def _tune_state(sweep_dir: Path, trials: list[dict]) -> Path:
         trial_id = f"t{index:05d}"
         config = {CONFIGURATION_KEY: trial["configuration"].to_config(), TRIAL_INDEX: trial["seed"]}
         state = {"trial_id": trial_id, "status": "TERMINATED", "config": {**config, "settings": settings}}
-        runtime = {"last_result": {"step": 10, **trial["metrics"]}, "error_filename": None}
+        # Trained to the end: a trial that ended before `training.steps` shows as stopped early.
+        runtime = {"last_result": {**trial["metrics"], "step": settings["training"]["steps"]}, "error_filename": None}
         entries.append([json.dumps({**state, "relative_logdir": trial_id}), json.dumps(runtime)])
     path = sweep_dir / "experiment_state-2026-01-01_00-00-00.json"
     path.write_text(json.dumps({"trial_data": entries, "runner_data": {}}))
