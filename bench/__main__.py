@@ -27,6 +27,7 @@ SECTIONS = {
     "datasets": "bench.datasets",
     "overhead": "bench.overhead",
     "gpu": "bench.gpu",
+    "tracking": "bench.tracking",
 }  # name -> module with run(quick: bool) -> str
 NEEDS_CUDA = {"gpu"}  # left out of a full run without a CUDA device, and kept as last written
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from sweeper.config import load_config
-from sweeper.run.budget import budget
+from sweeper.run.budget import BENCHMARKS, budget
 from sweeper.run.write_rate import store_capacity, write_rate_lines
 
 REPO = Path(__file__).resolve().parents[3]
@@ -78,3 +79,11 @@ def test_no_rate_line_without_a_rate_and_no_warning_without_a_figure(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("tracking: 4 models at once")
     assert store_capacity("sqlite", absent) is None
 
+
+
+def test_the_shipped_benchmarks_give_each_store_the_figure_they_print():
+    text = BENCHMARKS.read_text()
+    for kind in ("sqlite", "server"):
+        printed = re.search(rf"\n\| {kind} \| [^|]+ \| [\d,]+ \| ([\d,]+) \|", text)
+        assert printed is not None, kind
+        assert store_capacity(kind).values_per_s == float(printed.group(1).replace(",", ""))
