@@ -26,6 +26,7 @@ SECTIONS = {
     "study": "bench.study",
     "datasets": "bench.datasets",
     "overhead": "bench.overhead",
+    "quickstart": "bench.quickstart",
     "gpu": "bench.gpu",
     "tracking": "bench.tracking",
 }  # name -> module with run(quick: bool) -> str

@@ -37,6 +37,7 @@ def _no_credentials(uri: str | None, option: str) -> None:
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config file, and what it points at on this machine, without starting anything."""
     from sweeper.config import check_machine, load_config
+    from sweeper.run.datasets import memory_line
     from sweeper.run.space import describe_count, describe_plan
 
     try:
@@ -44,7 +45,7 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     except SweeperError as exc:
         _fail(exc)
     typer.echo(f"{config}: valid; {describe_count(cfg)}")
-    for line in describe_plan(cfg):
+    for line in [*describe_plan(cfg), memory_line(cfg)]:
         typer.echo(f"  {line}")
 
 

@@ -30,6 +30,14 @@ def fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def byte_size(count: int) -> str:
+    """`5.9 GB`, `369 MB`: decimal units, three significant digits, as the README gives dataset sizes."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
+
+
 def last_line(error: object, missing: str = "trial failed without an error message") -> str:
     """The last line of a trial's traceback, the exception and its message: how every stage names an error."""
     lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]

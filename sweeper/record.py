@@ -18,6 +18,7 @@ from sweeper.errors import EnvironmentProblem
 SWEEP_RECORD = "sweep.json"
 RESOLVED_CONFIG = "config.yaml"
 OPTUNA_JOURNAL = "optuna.journal"  # the study of an Optuna sweep, JSON lines that outlive the driver
+RUNG_RECORDS = "rungs.json"  # ASHA's or the Pareto scheduler's rung records, kept with Tune's state (sweeper.run.rungs)
 MAX_RECORD_BYTES = 16 << 20  # the state digests grow with the trials: a few hundred bytes each
 DIGEST_SCHEMES = ("sha256", "hmac-sha256")
 

@@ -24,6 +24,7 @@ TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)  # prior standard deviations either
 DPI = 100
 SIDE_BY_SIDE = 12  # configurations a score panel may hold beside another; more get a row of their own
 MAX_INCHES = 40  # the tallest figure, whatever the number of picked models
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per objective, the study's six
 
 
 def short(metric: str) -> str:
@@ -37,15 +38,30 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def rate_distortion(table: pa.Table, path: Path) -> Path:
-    """KL (rate) against reconstruction (distortion) of every trial, one colour per objective."""
+    """KL (rate) against reconstruction (distortion) of every trial, each seed a point.
+
+    With few configurations each has its own colour, so the trade-off reads along the legend (a marker
+    per objective); with more, one colour per objective, or the legend would hide the points.
+    """
     keys, labels = configurations(table)
     kl, recon = column(table, "kl"), column(table, "recon")
+    groups = tradeoffs(keys)
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
-    for colour, tradeoff in enumerate(tradeoffs(keys)):
-        members = rows_of(keys, labels, tradeoff.configurations)
-        ax.scatter(kl[members], recon[members], color=f"C{colour}", label=tradeoff.name, alpha=0.8)
-    ax.legend(title="objective", fontsize=8)
+    if len(keys) <= SIDE_BY_SIDE:
+        for marker, group in zip(MARKERS * len(groups), groups):
+            for configuration in group.configurations:
+                members = rows_of(keys, labels, [configuration])
+                colour = f"C{keys.index(configuration) % 10}"
+                ax.scatter(
+                    kl[members], recon[members], color=colour, marker=marker, label=configuration.label(), alpha=0.8
+                )
+        ax.legend(title="configuration (each seed a point)", fontsize=8, title_fontsize=8)
+    else:
+        for colour, group in enumerate(groups):
+            members = rows_of(keys, labels, group.configurations)
+            ax.scatter(kl[members], recon[members], color=f"C{colour % 10}", label=group.name, alpha=0.8)
+        ax.legend(title="objective", fontsize=8)
     ax.set(xlabel="KL (nats)", ylabel="reconstruction (nats per image)", title="Rate–distortion")
     ax.grid(alpha=0.3)
     return save(fig, path)

@@ -43,10 +43,12 @@ from sweeper.analyse.results import CONFIGURATION_COLUMNS, metric_names, row_con
 from sweeper.analyse.study import Study
 from sweeper.errors import ConfigError
 from sweeper.tags import PICK_ROLE_TAG, SELECTED_TAG
+from trainables.objectives.base import ACTIVE_KL_THRESHOLD
 from trainables.trial import Configuration, ModelSpec
 
 FINISHED = "FINISHED"
 RECON = "recon"
+ACTIVE_LATENTS = "active_latents"  # latents whose KL is above ACTIVE_KL_THRESHOLD, as each trial reports
 UDR = "udr"  # the column sweeper.analyse.udr adds: each trial's UDR among its configuration's seeds
 SCORE_PREFIX = "disent/"
 
@@ -127,6 +129,26 @@ class Picks:
 def finished(table: pa.Table) -> pa.Table:
     """The trials that ran to the end; failed and unfinished ones are reported, never picked."""
     return table.filter(pc.equal(table["status"], FINISHED))
+
+
+def collapse_note(done: pa.Table) -> str | None:
+    """A note when no finished model left the prior (no active latent in any), else None.
+
+    Such a sweep's trade-off is noise: KL near zero for every beta, scores of
+    codes that carry nothing. A reader must never take it for a result.
+    """
+    if ACTIVE_LATENTS not in done.column_names or done.num_rows == 0:
+        return None
+    active = column(done, ACTIVE_LATENTS)
+    if np.isnan(active).any() or active.max() > 0:
+        return None
+    largest = float(np.nanmax(column(done, "kl"))) if "kl" in done.column_names else float("nan")
+    return (
+        f"no model left the prior: none of the {done.num_rows} finished models has an active latent "
+        f"(KL above {ACTIVE_KL_THRESHOLD} nats; the largest total KL is {largest:.3g} nats), so the trade-off "
+        "and the scores below describe codes that carry nothing; train longer (training.steps) or faster "
+        "(training.lr) before reading them as a result"
+    )
 
 
 def column(table: pa.Table, name: str) -> np.ndarray:

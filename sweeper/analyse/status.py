@@ -6,6 +6,7 @@ objectives (the best trial, with one), read from the journal in the folder.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -13,15 +14,16 @@ import typer
 from sweeper.analyse.state import read_trials
 from sweeper.analyse.study import StudyUnreadable, read_study
 from sweeper.config import SearchConfig, load_config
-from sweeper.console import fmt, trial_table
+from sweeper.console import TrialRow, fmt, trial_table
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, find_sweep
 
 
 def print_status(sweep: str, storage: Path) -> None:
     folder = find_sweep(sweep, storage)
     record = SweepRecord.read(folder)
-    trials = read_trials(record.experiment_path)
-    search = load_config(folder / RESOLVED_CONFIG).search
+    config = load_config(folder / RESOLVED_CONFIG)
+    search = config.search
+    trials = [stopped_early(t, config.training.steps) for t in read_trials(record.experiment_path)]
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -34,6 +36,16 @@ def print_status(sweep: str, storage: Path) -> None:
     for line in study_lines(folder, search):
         typer.echo(line)
     typer.echo(f"MLflow: {record.tracking_uri}, parent run {record.parent_run_id}")
+
+
+def stopped_early(trial: TrialRow, steps: int) -> TrialRow:
+    """The trial as STOPPED if it ended before its last step: Tune calls a trial that ASHA or the Pareto
+    scheduler stopped at a rung TERMINATED, like one that trained to the end. Its MLflow runs say the same
+    (KILLED, with the rung's step)."""
+    step = trial.last_result.get("step")
+    if trial.status == "TERMINATED" and isinstance(step, int) and step < steps:
+        return replace(trial, status="STOPPED")
+    return trial
 
 
 def study_lines(folder: Path, search: SearchConfig) -> list[str]:

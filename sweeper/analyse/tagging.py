@@ -59,6 +59,9 @@ def select_and_tag(client: MlflowClient, ref: SweepRef, by: str, maximize: bool 
     if by != selection.UDR:
         selection.require_score(done, by)  # before any checkpoint is read: a mistyped score fails at once
     problems = trial_problems(table)
+    collapsed = selection.collapse_note(done)
+    if collapsed is not None:
+        problems.insert(0, collapsed)
     if udr:
         from sweeper.analyse.udr import sweep_udr, with_udr
 

@@ -50,7 +50,8 @@ def register_model(
     return str(version.version)
 
 
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))/?$")
+# A version is a number or `latest`: anything else reached the registry as a model that does not exist.
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[0-9]+|latest))/?$")
 
 
 def load_model_uri(uri: str, tracking_uri: str | None = None) -> ExportedModel:
@@ -82,7 +83,7 @@ def load_model_uri(uri: str, tracking_uri: str | None = None) -> ExportedModel:
                 version = max(int(v.version) for v in versions)
             source = registry.get_model_version_download_uri(name, str(version))
         elif uri.startswith("models:/"):
-            raise ConfigError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+            raise ConfigError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION (a number or latest)")
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
             return exported.load_exported(local)

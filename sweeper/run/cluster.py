@@ -18,6 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweeper import object_store
+from sweeper.console import byte_size
 from sweeper.errors import EnvironmentProblem
 
 PROBE_TIMEOUT_S = 120.0  # a node may need to start a worker process first
@@ -27,8 +28,11 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast with a clear message instead of Ray's long reconnect loop."""
     if address == "auto":
         return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
+    try:  # urllib raises on an unclosed IPv6 bracket, and on a port that is not a number in 0..65535
+        parsed = urlparse(address if "://" in address else f"tcp://{address}")
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
     if not host or not port:
         raise EnvironmentProblem(f"Ray address {address!r}: expected host:port (or ray://host:port)")
     try:
@@ -126,4 +130,31 @@ def check_object_store(uri: str) -> None:
         raise EnvironmentProblem(
             f"checkpoints {uri!r}: these cannot read what the driver wrote there: {blind}. "
             "Give every node the store's credentials and endpoint in its environment."
+        )
+
+
+def check_node_memory(need: int, dataset: str) -> None:
+    """Refuse a Ray cluster with a node whose object store cannot hold the dataset, before it is read.
+
+    The driver puts the dataset once into its own node's object store and every
+    node running a trial pulls one copy into its own: each alive node must hold
+    it whole. Ray gives a node's store a fixed size when the node starts (on the
+    embedded local Ray, 30% of the memory then available), so the figure is
+    known before a byte is read; a store too small would spill the dataset to
+    disk or fail the put after minutes of reading.
+    """
+    if need == 0:
+        return
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    small = [
+        f"{node['NodeManagerAddress']} (node {node['NodeID'][:12]}): {byte_size(int(store))}"
+        for node in nodes
+        if (store := node["Resources"].get("object_store_memory", 0)) < need
+    ]
+    if small:
+        raise EnvironmentProblem(
+            f"{dataset} takes {byte_size(need)} ({need:,} bytes) of Ray's object store on every node, and "
+            f"{len(small)} of {len(nodes)} Ray nodes have a smaller one: {'; '.join(small)}. Start those nodes "
+            "with a larger store (`ray start --object-store-memory=BYTES`), or on this machine free memory "
+            "(the embedded Ray's store is 30% of the memory available when it starts)."
         )

@@ -19,6 +19,7 @@ from typing import Any
 from ray import tune
 
 from sweeper.config import SweepConfig
+from sweeper.console import byte_size
 from sweeper.errors import ConfigError
 from trainables.data import DataError, load_stored, make_dataset, stored_bytes, unsupported_metrics
 
@@ -44,3 +45,20 @@ def node_bytes(config: SweepConfig) -> int:
         return stored_bytes(config.data)
     except DataError as exc:
         raise ConfigError(f"data: {exc}") from None
+
+
+def dataset_name(config: SweepConfig) -> str:
+    """The dataset as messages name it: its kind and, for a file, where it is."""
+    data = config.data
+    return f"the dataset {data.name}" + (f" ({data.path})" if data.path else "")
+
+
+def memory_line(config: SweepConfig) -> str:
+    """The plan's line on what the dataset takes per node, which `launch` checks every node against."""
+    need = node_bytes(config)
+    if need == 0:
+        return "dataset: rendered in each trial (procedural dSprites); nothing in Ray's object store"
+    return (
+        f"dataset: {byte_size(need)} ({need:,} bytes) in Ray's object store on each node; "
+        "a node with a smaller store is refused before any trial starts"
+    )

@@ -3,9 +3,10 @@
 Order matters for "nothing half-created": the config is validated and
 checked against this machine (`sweeper.config.check_machine`) by the
 caller, then the tracking store and the Ray address are checked, Ray is
-started or joined, the nodes' access to the checkpoint storage is probed
-and a dataset file is read; only then are the MLflow parent run and, last,
-the sweep folder created.
+started or joined, the nodes' access to the checkpoint storage is probed,
+every node's object store is checked to hold the dataset and a dataset
+file is read; only then are the MLflow parent run and, last, the sweep
+folder created.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.schedulers import TrialScheduler
 
 from sweeper.config import (
     SweepConfig,
@@ -32,14 +34,16 @@ from sweeper.config import (
 from sweeper.record import RESOLVED_CONFIG, SweepRecord, write_atomically
 from sweeper.run import space
 from sweeper.run.cluster import (
+    check_node_memory,
     check_object_store,
     check_ray_address,
     check_shared_storage,
     start_ray,
 )
-from sweeper.run.datasets import with_dataset
+from sweeper.run.datasets import dataset_name, node_bytes, with_dataset
 from sweeper.run.pickles import StateDigests, check_state
 from sweeper.run.progress import ProgressCallback
+from sweeper.run.rungs import RungRecords, keeps_rungs, load_records
 from sweeper.tracking.callback import MLflowTrialCallback
 from sweeper.tracking.client import SweepTracking, connect, finish_tracking
 from trainables.trainable import train
@@ -107,9 +111,12 @@ def launch(config: SweepConfig, address: str | None = None, echo: Callable[[str]
         write_atomically(sweep_dir / RESOLVED_CONFIG, dump_config(config))
         record.write(sweep_dir)
         progress = ProgressCallback(space.trial_count(config), config.training.steps, config.search.metrics[0], echo)
+        scheduler = space.scheduler(config)
+        # The rung records are written at each save before the digests of that save's files are taken.
+        rung_records = [RungRecords(scheduler, record.experiment_path)] if keeps_rungs(scheduler) else []
         digests = StateDigests(sweep_dir, record.experiment_path)  # of the state files resume will unpickle
-        callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress, digests]
-        tuner = _new_tuner(config, trainable, sweep_dir, record.experiment_path, callbacks)
+        callbacks = [MLflowTrialCallback(tracking, sweep_dir, echo), progress, *rung_records, digests]
+        tuner = _new_tuner(config, trainable, scheduler, sweep_dir, record.experiment_path, callbacks)
         results, unwritten = _fit(tuner, tracking, sweep_dir, config.tracking.wait_s, echo)
         return SweepOutcome(record, results, config.search.metrics[0], unwritten)
     finally:
@@ -122,7 +129,8 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
 
     Finished trials stay finished, unfinished ones restart from their last
     checkpoint, and the Optuna study continues from its journal. The callbacks
-    come back from Tune's stored state; they reopen the MLflow runs by tag.
+    come back from Tune's stored state; they reopen the MLflow runs by tag, and
+    give the scheduler back its rung records.
     """
     record = SweepRecord.read(sweep_dir)
     check_state(record)  # before Tune unpickles anything of the folder
@@ -130,6 +138,7 @@ def resume(sweep_dir: Path, address: str | None = None, echo: Callable[[str], No
     # Its storage is where the sweep is, wherever the config's relative `storage` pointed when it started.
     config = load_config(resolved).model_copy(update={"storage": record.storage})
     config = check_machine(config, str(resolved))
+    load_records(space.scheduler(config), record.experiment_path)  # unreadable rung records are refused before Ray starts
     address = effective_ray_address(config, address)
     if address:
         check_ray_address(address)
@@ -176,13 +185,20 @@ def trial_name(trial: tune.experiment.Trial) -> str:
 
 
 def _trainable(config: SweepConfig) -> Any:
-    # A dataset file is read here, once, and shared with the trials through the object store.
+    # A dataset file is read here, once, and shared with the trials through the object store;
+    # first every node is checked to hold it, so a dataset too large is refused before it is read.
+    check_node_memory(node_bytes(config), dataset_name(config))
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
     return tune.with_resources(with_dataset(train, config), resources)
 
 
 def _new_tuner(
-    config: SweepConfig, trainable: Any, sweep_dir: Path, experiment: str, callbacks: list[tune.Callback]
+    config: SweepConfig,
+    trainable: Any,
+    scheduler: TrialScheduler,
+    sweep_dir: Path,
+    experiment: str,
+    callbacks: list[tune.Callback],
 ) -> tune.Tuner:
     """The Tuner; the Optuna journal goes into `sweep_dir`, Tune's own state into `experiment` (the
     same folder, or an object-store URI)."""
@@ -194,7 +210,7 @@ def _new_tuner(
         tune_config=tune.TuneConfig(
             # With a searcher, metric and mode belong to the searcher and the scheduler, not here.
             search_alg=space.searcher(config, sweep_dir, study_name=sweep_dir.name),
-            scheduler=space.scheduler(config),
+            scheduler=scheduler,
             num_samples=space.num_samples(config),
             max_concurrent_trials=search.max_concurrent,
             reuse_actors=True,  # keeps each worker's imports and rendered dataset between trials

@@ -23,6 +23,13 @@ its state right after writing the experiment and searcher state and before
 starting that sync, so the digests are in sweep.json before the files reach
 the sweep folder. A driver killed during a sync leaves an older copy there:
 the last few digests of each file are kept, and any of them is accepted.
+
+A resumed Tune first copies every top-level JSON file of the experiment
+folder into its staging folder, and when that folder is the sweep folder,
+sweep.json is among them. Each sync would then copy that stale record back
+over the one the driver keeps, losing every digest recorded since the resume
+(and a sync cut short would leave half a record): so the copy is removed
+from the staging folder before each save's sync.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -47,6 +55,7 @@ KEYED, UNKEYED = "hmac-sha256", "sha256"
 KEPT_DIGESTS = 4  # per file: the copy in the sweep folder may be a few saves behind the staging folder
 TUNER_FILE = "tuner.pkl"
 _CHUNK = 1 << 20
+_TIMESTAMPED = re.compile(r"^(?P<kind>.+?)-[0-9][0-9_-]*\.(json|pkl)$")  # state files Tune names by session
 
 
 def state_key() -> bytes | None:
@@ -56,7 +65,8 @@ def state_key() -> bytes | None:
 
 def covered(name: str) -> bool:
     """Whether Tune unpickles or decodes the file at `name` (relative to the experiment folder) on resume:
-    any `.pkl`, and the JSON state files at the top (the sweeper's own sweep.json aside)."""
+    any `.pkl`, and the JSON state files at the top (the sweeper's own sweep.json aside; the rung records,
+    which `sweeper.run.rungs` writes with Tune's state and reads back, among them)."""
     path = PurePosixPath(name)
     if path.suffix == ".pkl":
         return True
@@ -117,7 +127,9 @@ def check_state(record: SweepRecord) -> None:
             f"{where}: its state was recorded without a key, so {STATE_KEY_ENV} cannot vouch for it; unset "
             f"{STATE_KEY_ENV} to resume it only if no one else can write {record.experiment_path}"
         )
-    for name, filesystem, path in _covered_files(record.experiment_path):
+    present = list(_covered_files(record.experiment_path))
+    _refuse_missing_state(record, {name for name, _, _ in present})
+    for name, filesystem, path in present:
         known = record.state_digests.get(name)
         if known is None:
             raise EnvironmentProblem(
@@ -129,6 +141,31 @@ def check_state(record: SweepRecord) -> None:
                 f"{object_store.uri_of(filesystem, path)}: changed since the sweep's driver wrote it; "
                 "refusing to resume (Tune would unpickle it)"
             )
+
+
+def _state_kind(name: str) -> str:
+    """What a top-level state file holds, without the session's timestamp Tune puts in its name:
+    `experiment_state-2026-01-01_00-00-00.json` -> `experiment_state`; `tuner.pkl` stays itself."""
+    match = _TIMESTAMPED.match(name)
+    return match["kind"] if match else name
+
+
+def _refuse_missing_state(record: SweepRecord, present: set[str]) -> None:
+    """Refuse a sweep folder from which a kind of state the driver recorded is gone.
+
+    Tune restores what it finds: without `tuner.pkl` it fails deep inside, and without the experiment
+    state it starts every trial again, finished ones included. A resumed session's newer files may be
+    recorded a moment before their first copy lands in the folder, so a kind counts as present while
+    any file of it is (the older state is checked like every other file).
+    """
+    recorded = {_state_kind(name) for name in record.state_digests or {} if "/" not in name}
+    missing = sorted(recorded - {_state_kind(name) for name in present if "/" not in name})
+    if missing:
+        names = ", ".join(n for n in sorted(record.state_digests or {}) if _state_kind(n) in missing)
+        raise EnvironmentProblem(
+            f"sweep {record.sweep_id}: {record.experiment_path} no longer holds the state its driver wrote "
+            f"({names}); refusing to resume (Tune would restart from what is left)"
+        )
 
 
 class StateDigests(tune.Callback):
@@ -165,7 +202,9 @@ class StateDigests(tune.Callback):
         synced to the sweep folder: the moment to record them. Returns None: this callback keeps no state
         in Tune's files."""
         if self._staging is not None:
-            self._record(self._staged_digests(Path(self._staging)))
+            staging = Path(self._staging)
+            (staging / SWEEP_RECORD).unlink(missing_ok=True)  # Tune's copy of a resumed sweep's record
+            self._record(self._staged_digests(staging))
         return None
 
     def _staged_digests(self, staging: Path) -> dict[str, str]:

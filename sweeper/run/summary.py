@@ -8,6 +8,7 @@ from sweeper.config import SweepConfig, effective_ray_address, effective_trackin
 from sweeper.console import TrialRow, last_line, trial_table
 from sweeper.run import space
 from sweeper.run.budget import Budget, budget
+from sweeper.run.datasets import memory_line
 from sweeper.run.launch import SweepOutcome, storage_root
 from sweeper.run.write_rate import write_rate_lines
 from trainables.trial import TrialSpec
@@ -26,6 +27,7 @@ def print_plan(config: SweepConfig, address: str | None, rate: float | None = No
     )
     checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
     typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {effective_tracking_uri(config)}")
+    typer.echo(f"  {memory_line(config)}")
     for line in budget_lines(budget(config, rate), config):
         typer.echo(f"  {line}")
     for line in write_rate_lines(config, budget(config, rate), address):

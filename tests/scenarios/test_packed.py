@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,12 +94,25 @@ OPTUNA = [
 ]  # fmt: skip
 
 
+CHECKPOINT_NAME = re.compile(rb"checkpoint_[0-9]{6}")
+
+
 def checkpoint_in_state(sweep_dir: Path) -> bool:
-    """A running trial has a checkpoint, and Tune's experiment state was written after it: a resume
-    will find it."""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    checkpoints = list(sweep_dir.glob("*/checkpoint_*"))
-    return bool(states and checkpoints) and states[-1].stat().st_mtime > max(c.stat().st_mtime for c in checkpoints)
+    """Tune's experiment state in the sweep folder names a checkpoint of a running trial: a resume will
+    restore the trial from it. (Files' modification times said nothing of what the state holds.)
+
+    Each trial's checkpoint manager is cloudpickled into the state; the checkpoint folders' names are
+    found in its bytes, which are not unpickled."""
+    for state in sweep_dir.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (ValueError, KeyError):
+            continue  # caught while Tune copies it into the folder: the next look reads it whole
+        for trial, runtime in trials:
+            manager = bytes.fromhex(json.loads(runtime)["checkpoint_manager"]["value"])
+            if json.loads(trial)["status"] == "RUNNING" and CHECKPOINT_NAME.search(manager):
+                return True
+    return False
 
 
 def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(tmp_path):
@@ -148,3 +162,45 @@ def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(
         seeds = [r for r in runs if float(r.data.params["beta"]) == trial.params["beta_vae.beta"]]
         assert len(seeds) == SEEDS
         assert trial.value == pytest.approx(np.mean([r.data.metrics["loss"] for r in seeds]), rel=1e-6)
+
+
+# The toy of test_multiobjective's Pareto sweep, as a grid in order: at step 10 the pack of beta 1 has the
+# lower loss, so ASHA, one pack at a time, keeps it and stops the pack of beta 64 that reaches the rung next.
+ASHA = [
+    "--set", "search.kind=grid", "--set", "search.objectives={beta_vae: {beta: [1.0, 64.0]}}", f"--set=search.seeds={SEEDS}",
+    "--set", "search.scheduler=asha", "--set", "search.metric=loss", "--set", "search.mode=min",
+    "--set", "search.max_concurrent=1", "--set", "resources.cpu=1", "--set", "resources.gpu=0",
+    "--set", "training.steps=20", "--set", "training.batch_size=16", "--set", "training.report_every=10",
+    "--set", "training.checkpoint_every=20", "--set", "eval.every=10", "--set", "eval.metrics=[]",
+]  # fmt: skip
+
+
+def test_asha_stops_a_pack_at_its_rung_and_mlflow_status_and_the_rung_records_say_so(tmp_path):
+    launched = sweeper("launch", str(REPO / "configs" / "optuna_pareto.yaml"), *ASHA, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    runs = model_runs(tmp_path / "mlflow.db", "optuna_pareto")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_beta = {beta: [r for r in runs if float(r.data.params["beta"]) == beta] for beta in (1.0, 64.0)}
+    assert [len(by_beta[1.0]), len(by_beta[64.0])] == [SEEDS, SEEDS]
+    for run in by_beta[1.0]:
+        assert run.info.status == "FINISHED" and "stopped_early_at_step" not in run.data.tags
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [10, 20]
+    for run in by_beta[64.0]:  # every model of the pack stopped at the rung, after the report that reached it
+        assert run.info.status == "KILLED" and run.data.tags["stopped_early_at_step"] == "10"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [10]
+    # ASHA decided on the packs' seed means: the stopped one's is the higher loss.
+    means = {beta: np.mean([r.data.metrics["loss"] for r in by_beta[beta]]) for beta in (1.0, 64.0)}
+    assert means[64.0] > means[1.0]
+
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    status = sweeper("status", sweep_dir.name, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert ": 1 stopped, 1 terminated" in status.stdout, status.stdout
+    (stopped,) = [line.split() for line in status.stdout.splitlines() if " STOPPED " in line]
+    assert stopped[2:6] == ["beta_vae", "beta=64", "0-2", "10"], stopped  # configuration, seeds, step
+
+    # The rung records went with Tune's saved state, digested with it: what a resume gives ASHA back.
+    trial_ids = {r.data.tags["ray_trial_id"] for r in runs}
+    rungs = json.loads((sweep_dir / "rungs.json").read_text())["rungs"]
+    assert rungs[0]["step"] == 10 and set(rungs[0]["recorded"]) == trial_ids
+    assert "rungs.json" in json.loads((sweep_dir / "sweep.json").read_text())["state_digests"]

@@ -79,6 +79,25 @@ def test_unreachable_ray_address_exits_3_before_anything_is_created(in_tmp):
     assert nothing_created(in_tmp)
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1", "head:port", "127.0.0.1:99999", "[::1:6379"])
+def test_a_malformed_ray_address_exits_3_naming_it_before_anything_is_created(address, in_tmp):
+    # A port that is not a number ended in urllib's ValueError and a traceback.
+    result = runner.invoke(app, ["launch", str(CONFIGS / "smoke.yaml"), "--address", address])
+    assert result.exit_code == 3, result.output
+    assert f"Ray address {address!r}: expected host:port (or ray://host:port)" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert nothing_created(in_tmp)
+
+
+@pytest.mark.parametrize("rate", ["0", "-5"])
+def test_a_rate_that_is_not_positive_exits_2_naming_the_option(rate, in_tmp):
+    result = runner.invoke(app, ["launch", str(CONFIGS / "smoke.yaml"), "--dry-run", "--rate", rate])
+    assert result.exit_code == 2, result.output
+    words = " ".join(result.output.replace("│", " ").split())  # as read, without the error box's line breaks
+    assert "Invalid value for '--rate': Input should be greater than or equal to 0.000001" in words
+    assert "sweep 'smoke'" not in result.output and nothing_created(in_tmp)
+
+
 def test_tracking_uri_that_cannot_be_opened_exits_3(in_tmp):
     (in_tmp / "a_file").write_text("")
     uri = f"sqlite:///{in_tmp / 'a_file' / 'mlflow.db'}"
@@ -219,3 +238,29 @@ def test_export_refuses_alternative_choices_given_together(options, named, in_tm
     assert result.exit_code == 2, result.output
     assert f"{named}: give one of --median-seed, --picks and --run, not several" in result.output
     assert not (in_tmp / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["resume"], ["select", "--no-udr"], ["report"], ["export", "--to", "out"]],
+    ids=lambda c: c[0],
+)
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{not json", "Expecting property name"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"sweep_id": "x"}', "missing keys"),
+    ],
+    ids=["not-json", "a-list", "missing-keys"],
+)
+def test_a_corrupt_sweep_record_exits_3_naming_the_file(command, content, reason, in_tmp):
+    sweep_dir = in_tmp / "sweeps" / "fake-20260101-000000-abcd"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "sweep.json").write_text(content)
+    result = runner.invoke(app, [command[0], sweep_dir.name, *command[1:]])
+    assert result.exit_code == 3, result.output
+    assert f"{sweep_dir / 'sweep.json'}: not a sweep record written by sweeper" in result.output
+    assert reason in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["sweep.json"]
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["sweeps"]

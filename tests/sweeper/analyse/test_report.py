@@ -234,6 +234,31 @@ def test_report_refuses_a_folder_it_did_not_make_and_leaves_its_files_alone(work
     assert logged == written_by_report(out) - {".env", "model_of_my_own.png"}
 
 
+def test_a_tampered_report_marker_exits_2_and_deletes_nothing(workdir, make_sweep, two_by_three):
+    # The marker says which files a later report may delete: a name outside the folder must not be one.
+    record = make_sweep(workdir, two_by_three(with_checkpoints=False))
+    victim = workdir / "victim.txt"
+    victim.write_text("keep me")
+    out = workdir / "made"
+    out.mkdir()
+    (out / "report.html").write_text("an earlier report")
+    not_files = "lists names that are not files of the folder"
+    for marker, expected in [
+        ("{not json", "not a marker written by `sweeper report` (Expecting property name"),
+        ('{"written": "report.html"}', "not a marker written by `sweeper report` ('written' is not a list"),
+        ('{"written": ["../victim.txt"]}', f"{not_files}: ['../victim.txt']"),
+        (json.dumps({"written": [str(victim)]}), f"{not_files}: [{str(victim)!r}]"),
+    ]:
+        (out / REPORT_MARKER).write_text(marker)
+        result = runner.invoke(app, ["report", record.sweep_id, "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert f"{out / REPORT_MARKER}: {expected}" in result.output
+        assert victim.read_text() == "keep me"
+        left = {p.name: p.read_text() for p in out.iterdir()}
+        assert left == {"report.html": "an earlier report", REPORT_MARKER: marker}
+    assert artifact_paths(MlflowClient(record.tracking_uri), record.parent_run_id, "report") == set()
+
+
 # -- tags follow the picks ----------------------------------------------------------------
 
 
@@ -315,6 +340,10 @@ def test_report_on_a_real_sweep(smoke_report):
     picked = [r for r in table.to_pylist() if r["selected"]]
     assert len(list(out.glob("model_*_traversal.png"))) == len(picked)
     assert "no model.safetensors" not in (out / "report.html").read_text()
+    # 150 steps leave every model at the prior: the report says so before anything else.
+    assert set(table["active_latents"].to_pylist()) == {0.0}
+    assert "no model left the prior: none of the 6 finished models" in (out / "report.html").read_text()
+    assert "note: no model left the prior" in report.stdout
 
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     record = json.loads((sweep_dir / "sweep.json").read_text())

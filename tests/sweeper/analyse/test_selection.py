@@ -390,3 +390,13 @@ def test_the_swept_weight_is_the_one_that_varies():
     ]
     [single] = selection.tradeoffs(fixed_gamma[:1])
     assert single.swept is None and single.axis_label() == "configuration"
+
+
+def test_a_sweep_whose_models_never_left_the_prior_is_noted_and_one_active_latent_is_enough():
+    collapsed = pa.table({"active_latents": [0.0, 0.0, 0.0], "kl": [0.006, 0.14, 0.05]})
+    note = selection.collapse_note(collapsed)
+    assert note is not None
+    assert "none of the 3 finished models has an active latent" in note
+    assert "largest total KL is 0.14 nats" in note and "training.steps" in note
+    assert selection.collapse_note(pa.table({"active_latents": [0.0, 1.0, 0.0], "kl": [0.01, 0.9, 0.02]})) is None
+    assert selection.collapse_note(pa.table({"kl": [0.01]})) is None  # a sweep that did not report it: no claim

@@ -108,6 +108,6 @@ def test_status_of_a_tampered_sweep_runs_nothing_and_loads_no_ray(tmp_path, make
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "abc_00000" in done.stdout and "TERMINATED" in done.stdout
+    assert "abc_00000" in done.stdout and "STOPPED" in done.stdout  # ended at step 40 of its 300,000
     assert "RAY_MODULES []" in done.stdout
     assert not payload.exists()

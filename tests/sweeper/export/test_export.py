@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from sweeper.analyse.checkpoints import encode, load_model, observation_set
 from sweeper.cli import app
+from sweeper.errors import ConfigError
 from sweeper.export.package import data_record
 from sweeper.export.registry import load_model_uri
 from trainables import exported
@@ -144,6 +145,39 @@ def test_unknown_run_id_exits_2(sweep, tmp_path):
     result = export(sweep, tmp_path / "out", "--run", "nope")
     assert result.exit_code == 2 and "no trial run nope" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_and_a_sweep_with_no_finished_trial_are_refused(
+    tmp_path_factory, make_sweep, trial_metrics, runs_by_name, tmp_path
+):
+    folder = tmp_path_factory.mktemp("failed")
+    beta_1 = Configuration.of("beta_vae", {"beta": 1.0})
+    failed = [
+        {"configuration": beta_1, "seed": s, "status": "FAILED", "error": "boom", "metrics": trial_metrics(1, 0.1, 0.1)}
+        for s in range(2)
+    ]
+    record = make_sweep(folder, failed)
+    run = runs_by_name(MlflowClient(record.tracking_uri), record)["beta_vae beta=1 seed=1"]
+    storage = ["--storage", str(folder / "sweeps")]
+    chosen = runner.invoke(app, ["export", SWEEP, "--to", str(tmp_path / "out"), "--run", run, *storage])
+    assert chosen.exit_code == 2, chosen.output
+    assert f"only finished trials are exported: beta_vae beta=1 seed=1 (run {run}) is FAILED" in chosen.output
+    best = runner.invoke(app, ["export", SWEEP, "--to", str(tmp_path / "out"), *storage])
+    assert best.exit_code == 3, best.output
+    assert "none of the sweep's trials has finished; nothing to export" in best.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "uri", ["models:/", "models:/beta-vae", "models:/@champion", "models:/beta-vae@", "models:/beta-vae/1/2",
+            "models:/beta-vae/one"],
+)  # fmt: skip
+def test_a_malformed_models_uri_is_refused_naming_the_form(uri, tmp_path):
+    # A version that is not a number reached the registry and came back as "model not found".
+    with pytest.raises(ConfigError) as failure:
+        load_model_uri(uri, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert str(failure.value) == f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION (a number or latest)"
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_picks_need_a_selection_then_export_each_picked_run(sweep, tmp_path):

@@ -6,6 +6,7 @@ view of the storage folder is an empty tmpfs: a node on another host, as far as 
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -139,6 +140,9 @@ def kill_node(node_id: str) -> None:
                 pass
 
 
+REPORT_LINE = re.compile(r"\] (?P<model>\S.*?)\s+step (?P<step>[0-9]+)/")  # a report as the driver prints it
+
+
 def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(tmp_path):
     # One CPU per worker: one trial on each, and the lost node's trial restarts on the survivor.
     worker = ([], ["--num-cpus=1", "--num-gpus=0"])
@@ -151,20 +155,19 @@ def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(t
         sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True)
         try:
-            victim = None
-            deadline = time.monotonic() + 600
-            while victim is None and time.monotonic() < deadline and sweep.poll() is None:
-                time.sleep(2)
-                for run in trial_runs(tmp_path):
-                    # Past its first checkpoint, and still far from done: kill the node it runs on.
-                    if "checkpoint" in run.data.tags and checkpoint < run.data.metrics.get("step", 0) < steps - report:
-                        victim = run
+            victim, said = None, []
+            for line in sweep.stdout:  # the driver prints each report as it comes: wait for that, not a poll
+                said.append(line)
+                report_line = REPORT_LINE.search(line)
+                # Past its first checkpoint, and still far from done: kill the node it runs on.
+                if report_line and checkpoint < int(report_line["step"]) < steps - report:
+                    runs = trial_runs(tmp_path)
+                    victim = next((r for r in runs if r.info.run_name == report_line["model"]
+                                   and "checkpoint" in r.data.tags), None)  # fmt: skip
+                    if victim is not None:
                         break
             if victim is None:
-                ended = sweep.poll() is not None
-                said = sweep.communicate()[0][-3000:] if ended else ""
-                pytest.fail(f"no trial got past its first checkpoint; the sweep {'ended:' if ended else 'still runs'}"
-                            f"\n{said}")
+                pytest.fail("no trial got past its first checkpoint; the sweep ended:\n" + "".join(said)[-3000:])
             kill_node(victim.data.tags["ray_node_id"])
             out, _ = sweep.communicate(timeout=420)
         finally:

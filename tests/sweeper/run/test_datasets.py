@@ -9,11 +9,14 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from typer.testing import CliRunner
 
+from sweeper.cli import app
 from sweeper.config import check_machine, validate_config
 from sweeper.errors import ConfigError
 from sweeper.run.datasets import node_bytes, with_dataset
 from trainables.data import ProceduralDSprites, byo, dsprites_file, make_dataset
+from tests.trainables.data.published import write_shapes3d
 from trainables.settings import DEFAULT_METRICS, DataSettings, metric_outputs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -100,6 +103,22 @@ def test_the_plan_gets_the_bytes_a_node_holds_and_folders_and_backgrounds_are_ch
         checked({**scream, "background": "nowhere.png"})
     with pytest.raises(ConfigError, match=rf"data.background: {tmp_path / 'thin.png'}: 300 x 60 pixels"):
         checked({**scream, "background": "thin.png"})
+
+
+@pytest.mark.parametrize("command", [["validate"], ["launch", "--dry-run"]])
+def test_the_plan_says_how_much_of_each_nodes_object_store_the_dataset_takes(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write_shapes3d(tmp_path / "3dshapes.h5")  # a 2 x 3 x 2 x 2 x 2 x 3 grid of 64 x 64 RGB images
+    smoke = str(REPO / "configs" / "smoke.yaml")
+    shapes3d = ["--set", "data.name=shapes3d", "--set", f"data.path={path}"]
+    result = CliRunner().invoke(app, [*command, smoke, *shapes3d])
+    assert result.exit_code == 0, result.output
+    images = 2 * 3 * 2 * 2 * 2 * 3
+    assert images * 64 * 64 * 3 == 1_769_472
+    assert "  dataset: 1.77 MB (1,769,472 bytes) in Ray's object store on each node; " in result.output
+    procedural = CliRunner().invoke(app, [*command, smoke])
+    assert "dataset: rendered in each trial (procedural dSprites); nothing in Ray's object store" in procedural.output
 
 
 def test_launch_refuses_a_file_whose_grid_is_incomplete_and_leaves_nothing_behind(tmp_path, sweeper_cli, files):

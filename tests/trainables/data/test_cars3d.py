@@ -12,37 +12,16 @@ import pytest
 import scipy.io
 import torch
 
+from tests.trainables.data.published import car_views, write_cars3d
 from trainables.data import DataError, load_stored, make_dataset, stored_bytes
 from trainables.settings import DataSettings
 
 CARS = 3
 
 
-def views(car: int) -> np.ndarray:
-    """One car's `im`: channel c of the view at azimuth a, elevation e is a smooth ramp whose level names
-    (car, elevation, azimuth, channel), so a resize keeps it within 0..255."""
-    y, x = np.mgrid[0:128, 0:128]
-    im = np.empty((128, 128, 3, 24, 4), dtype=np.uint8)
-    for a in range(24):
-        for e in range(4):
-            for c in range(3):
-                im[:, :, c, a, e] = 5 * a + 30 * e + 50 * c + 9 * car + (x + 2 * y) // 16
-    return im
-
-
-def write_folder(folder: Path, cars: int = CARS, compress: bool = True) -> Path:
-    """MATLAB's v7 files compress each variable; v6 files, also v5 format, do not."""
-    folder.mkdir(exist_ok=True)
-    for car in range(cars):
-        content = {"im": views(car), "mask": np.ones((128, 128, 24, 4), dtype=np.uint8)}
-        scipy.io.savemat(folder / f"car_{car + 1:03d}_mesh.mat", content, do_compression=compress)
-    (folder / "list.txt").write_text("".join(f"car_{car + 1:03d}_mesh\n" for car in range(cars)))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    return write_folder(tmp_path_factory.mktemp("cars3d") / "cars")
+    return write_cars3d(tmp_path_factory.mktemp("cars3d") / "cars", CARS)
 
 
 def settings(path: Path) -> DataSettings:
@@ -57,7 +36,7 @@ def test_the_grid_is_elevation_azimuth_object_and_each_view_is_resized_as_the_re
     images = dataset.observations(factors).numpy()
     for image, (e, a, car) in zip(images, factors, strict=True):
         for c in range(3):  # red, green, blue, in that order
-            expected = np.clip(np.round(lanczos(views(car)[:, :, c, a, e])), 0, 255) / 255
+            expected = np.clip(np.round(lanczos(car_views(car)[:, :, c, a, e])), 0, 255) / 255
             assert np.abs(image[c] - expected).max() <= 1 / 255 + 1e-6, (e, a, car, c)
     assert float(images.min()) >= 0 and float(images.max()) <= 1
     assert stored_bytes(settings(folder)) == load_stored(settings(folder)).pixels.nbytes == 4 * 24 * CARS * 12288
@@ -65,28 +44,28 @@ def test_the_grid_is_elevation_azimuth_object_and_each_view_is_resized_as_the_re
 
 def test_cars_are_numbered_in_file_name_order(tmp_path):
     folder = tmp_path / "cars"
-    write_folder(folder, cars=2)
+    write_cars3d(folder, cars=2)
     (folder / "car_001_mesh.mat").rename(folder / "car_900_mesh.mat")  # car 0's views now sort last
     dataset = make_dataset(settings(folder))
     first, last = dataset.observations(np.array([[0, 0, 0], [0, 0, 1]]))
-    assert torch.equal(last, make_dataset(settings(write_folder(tmp_path / "again", cars=1))).observations([[0, 0, 0]])[0])
+    assert torch.equal(last, make_dataset(settings(write_cars3d(tmp_path / "again", cars=1))).observations([[0, 0, 0]])[0])
     assert not torch.equal(first, last)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda path: scipy.io.savemat(path, {"img": views(0)}), "no variable 'im' (it holds img)"),
-        (lambda path: scipy.io.savemat(path, {"im": views(0)[:, :, :, :, :3]}),
+        (lambda path: scipy.io.savemat(path, {"img": car_views(0)}), "no variable 'im' (it holds img)"),
+        (lambda path: scipy.io.savemat(path, {"im": car_views(0)[:, :, :, :, :3]}),
          "im is uint8 (128, 128, 3, 24, 3); expected uint8 (128, 128, 3, 24, 4)"),
-        (lambda path: scipy.io.savemat(path, {"im": views(0).astype(np.float64)}), "im is double"),
+        (lambda path: scipy.io.savemat(path, {"im": car_views(0).astype(np.float64)}), "im is double"),
         (lambda path: path.write_bytes(path.read_bytes()[:-1000]), "(the file is truncated)"),
         (lambda path: path.write_bytes(b"not a mat file"), "cannot be read as a .mat file"),
     ],
     ids=["key", "shape", "dtype", "truncated", "junk"],
 )
 def test_a_bad_file_is_refused_naming_it_before_anything_is_allocated(tmp_path, change, message, allocates_at_most):
-    folder = write_folder(tmp_path / "cars", cars=2, compress=False)
+    folder = write_cars3d(tmp_path / "cars", cars=2, compress=False)
     bad = folder / "car_002_mesh.mat"
     change(bad)
     with allocates_at_most(16 << 20), pytest.raises(DataError) as error:  # headers only: no car is read whole

@@ -8,7 +8,6 @@ whose `images` member is only a header of the real shape.
 from __future__ import annotations
 
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.trainables.data.published import npz_header_only as header_only
 from trainables.data import DataError, check_settings, load_stored, make_dataset, mpi3d, stored_bytes
 from trainables.settings import DataSettings
 
@@ -47,13 +47,6 @@ def small_file(tmp_path_factory) -> Path:
 
 def settings(path: Path, subset: str = "toy") -> DataSettings:
     return DataSettings(name="mpi3d", path=str(path), subset=subset)
-
-
-def header_only(path: Path, shape: tuple[int, ...], dtype: str = "|u1", key: str = "images") -> Path:
-    """An npz whose member holds the .npy header of `shape` and no data: a full-size header, kilobytes on disk."""
-    with zipfile.ZipFile(path, "w") as archive, archive.open(f"{key}.npy", "w") as member:
-        np.lib.format.write_array_header_1_0(member, {"descr": dtype, "fortran_order": False, "shape": shape})
-    return path
 
 
 def test_a_file_reads_back_on_its_subsets_grid_with_channels_in_order(small_toy, small_file):

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
+from tests.trainables.data.published import write_noise_background
 from trainables.data import DataError, ProceduralDSprites, byo, check_settings, dsprites_file, make_dataset
 from trainables.data.variants import read_background
 from trainables.settings import DataSettings
@@ -21,10 +22,8 @@ HEIGHT, WIDTH = 76, 84  # within 350 x 274: fitting leaves it as it is
 @pytest.fixture(scope="module")
 def noise(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A background of random pixels (a lossless PNG), so every patch position looks different."""
-    pixels = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("scream") / "noise.png"
-    Image.fromarray(pixels).save(path)
-    return path, pixels
+    return path, write_noise_background(path, HEIGHT, WIDTH)
 
 
 def where_from(observation: torch.Tensor, sprite: torch.Tensor, background: np.ndarray) -> tuple[int, int, np.ndarray]:

@@ -5,41 +5,32 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
+from tests.trainables.data.published import (
+    SHAPES3D_FULL,
+    SHAPES3D_SMALL,
+    shapes3d_image,
+    shapes3d_images,
+    write_h5,
+    write_shapes3d,
+    write_shapes3d_declared,
+)
 from trainables.data import DataError, check_settings, load_stored, make_dataset, shapes3d, stored_bytes
 from trainables.settings import DataSettings
 
 NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
-FULL = (10, 10, 10, 8, 4, 15)
-SMALL = (2, 3, 2, 2, 2, 3)  # 144 images
+FULL = SHAPES3D_FULL
+SMALL = SHAPES3D_SMALL
 labels = shapes3d.grid_labels
-
-
-def image(flat: int) -> np.ndarray:
-    """The image of grid cell `flat`: (64, 64, 3) uint8, channel c offset by 80 c, a ramp down the rows."""
-    y = np.arange(64)[:, None, None]
-    c = np.arange(3)[None, None, :]
-    return np.broadcast_to((flat + 80 * c + y) % 256, (64, 64, 3)).astype(np.uint8)
-
-
-def images(sizes: tuple[int, ...]) -> np.ndarray:
-    return np.stack([image(i) for i in range(math.prod(sizes))])
-
-
-def write_h5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value)
-    return path
+image, images = shapes3d_image, shapes3d_images
 
 
 @pytest.fixture(scope="module")
 def h5_path(tmp_path_factory) -> Path:
-    return write_h5(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5", {"images": images(SMALL), "labels": labels(SMALL)})
+    return write_shapes3d(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5")
 
 
 def settings(path: Path) -> DataSettings:
@@ -72,10 +63,7 @@ def test_disentanglement_libs_npz_with_the_grid_as_axes_reads_the_same(tmp_path,
 
 
 def test_a_full_size_file_is_checked_from_its_headers_without_reading_the_images(tmp_path, allocates_at_most):
-    path = tmp_path / "3dshapes.h5"
-    with h5py.File(path, "w") as f:  # declared, not written: the file stays small
-        f.create_dataset("images", shape=(480000, 64, 64, 3), dtype=np.uint8)
-        f.create_dataset("labels", data=labels(FULL))
+    path = write_shapes3d_declared(tmp_path / "3dshapes.h5")
     assert path.stat().st_size < 30 << 20
     with allocates_at_most(1 << 20):
         check_settings(settings(path))
@@ -86,10 +74,7 @@ def test_a_full_size_file_is_checked_from_its_headers_without_reading_the_images
 def test_a_full_size_file_one_image_short_is_refused_naming_the_grid_before_the_images_are_read(
     tmp_path, allocates_at_most
 ):
-    path = tmp_path / "3dshapes.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", shape=(479999, 64, 64, 3), dtype=np.uint8)
-        f.create_dataset("labels", data=labels(FULL)[:-1])
+    path = write_shapes3d_declared(tmp_path / "3dshapes.h5", 479999)
     with allocates_at_most(200 << 20), pytest.raises(DataError) as error:  # labels, not 5.9 GB of images
         load_stored(settings(path))
     assert str(path) in str(error.value)

@@ -8,9 +8,6 @@ published, the testing split unpacked, as disentanglement_lib reads it.
 
 from __future__ import annotations
 
-import gzip
-import itertools
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,61 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.trainables.data.published import NORB_INTS, NORB_SIZES, matrix_bytes, norb_pair, write_smallnorb
 from trainables.data import DataError, load_stored, make_dataset, stored_bytes
 from trainables.evaluate import CodeCache
 from trainables.model import BetaVAE
 from trainables.settings import DataSettings
 
-BYTES, INTS = 0x1E3D4C55, 0x1E3D4C54
-SPLITS = {"5x46789x9x18x6x2x96x96-training": (4, 6), "5x01235x9x18x6x2x96x96-testing": (0, 1)}  # instances
-SIZES = (2, 2, 3, 2)  # category, elevation, azimuth (stored 0, 2, 4), lighting
-
-
-def matrix_bytes(array: np.ndarray, magic: int) -> bytes:
-    """A NORB binary matrix: magic, number of dimensions, the dimensions (at least three), the elements."""
-    dims = list(array.shape) + [1] * (3 - array.ndim)
-    return struct.pack(f"<ii{len(dims)}i", magic, array.ndim, *dims) + array.tobytes()
-
-
-def pair(category: int, elevation: int, azimuth: int, lighting: int, instance: int) -> np.ndarray:
-    """A stereo pair (2, 96, 96): channel 0 a grey level naming the combination with a white square placed
-    by the instance (the resize overshoots at its edges), channel 1 its negative."""
-    left = np.full((96, 96), 10 + 40 * category + 20 * elevation + 12 * azimuth + 6 * lighting, dtype=np.uint8)
-    left[10 + 8 * instance : 40 + 8 * instance, 30:70] = 255
-    return np.stack([left, 255 - left])
-
-
-def split_content(instances: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = list(itertools.product(range(SIZES[0]), instances, range(SIZES[1]), range(SIZES[2]), range(SIZES[3])))
-    dat = np.stack([pair(c, e, a, light, i) for c, i, e, a, light in rows])
-    cat = np.array([r[0] for r in rows], dtype="<i4")
-    info = np.array([(i, e, 2 * a, light) for _, i, e, a, light in rows], dtype="<i4")
-    return dat, cat, info
-
-
-def write_folder(folder: Path, change=None) -> Path:
-    """The six files; `change(split, kind, array, magic)` may return another (array, magic) or raw bytes."""
-    folder.mkdir(exist_ok=True)
-    for split, instances in SPLITS.items():
-        content = dict(zip(("dat", "cat", "info"), split_content(instances), strict=True))
-        for kind, array in content.items():
-            magic = BYTES if kind == "dat" else INTS
-            data = matrix_bytes(array, magic)
-            if change is not None:
-                changed = change(split, kind, array, magic)
-                data = changed if isinstance(changed, bytes) else matrix_bytes(*changed) if changed else data
-            name = f"smallnorb-{split}-{kind}.mat"
-            if "training" in split:
-                with gzip.open(folder / f"{name}.gz", "wb") as f:
-                    f.write(data)
-            else:
-                (folder / name).write_bytes(data)
-    return folder
+SIZES = NORB_SIZES
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    return write_folder(tmp_path_factory.mktemp("smallnorb") / "small_norb")
+    return write_smallnorb(tmp_path_factory.mktemp("smallnorb") / "small_norb")
 
 
 def settings(path: Path) -> DataSettings:
@@ -97,7 +51,7 @@ def test_an_observation_is_channel_0_resized_as_the_reference_does(folder, lancz
     combination = (1, 0, 2, 1)
     images = dataset.observations(np.array([combination] * 200), torch.Generator().manual_seed(0))[:, 0].numpy()
     for instance in (0, 1, 4, 6):
-        left = pair(*combination, instance)[0]
+        left = norb_pair(*combination, instance)[0]
         reference = reference_resize(left)
         independent = np.clip(np.round(lanczos(left)), 0, 255) / 255
         assert reference.max() > 1  # the reference's integer mode keeps the overshoot at the square's edges...
@@ -145,7 +99,7 @@ def cut_gz_dat(split, kind, array, magic):
 @pytest.mark.parametrize(
     ("change", "file", "message"),
     [
-        (lambda s, k, a, m: (a.astype("<i4"), INTS) if k == "dat" else None, "training-dat.mat.gz",
+        (lambda s, k, a, m: (a.astype("<i4"), NORB_INTS) if k == "dat" else None, "training-dat.mat.gz",
          "holds int32 (48, 2, 96, 96); a SmallNORB -dat file of this split holds uint8 (48, 2, 96, 96)"),
         (lambda s, k, a, m: b"\x00\x00\x00\x00" + matrix_bytes(a, m)[4:] if k == "cat" else None,
          "training-cat.mat.gz", "not a NORB binary matrix: magic number 0x0"),
@@ -161,14 +115,14 @@ def cut_gz_dat(split, kind, array, magic):
     ids=["dtype", "magic", "shape", "count", "truncated", "truncated-gz", "azimuth", "uneven"],
 )
 def test_a_bad_file_is_refused_naming_the_file_and_the_problem(tmp_path, change, file, message, allocates_at_most):
-    bad = write_folder(tmp_path / "bad", change)
+    bad = write_smallnorb(tmp_path / "bad", change)
     with allocates_at_most(4 << 20), pytest.raises(DataError) as error:  # refused before the images are read
         load_stored(settings(bad))
     assert str(bad) in str(error.value) and file in str(error.value) and message in str(error.value)
 
 
 def test_a_missing_file_or_a_file_for_the_folder_is_refused(tmp_path, folder):
-    partial = write_folder(tmp_path / "partial")
+    partial = write_smallnorb(tmp_path / "partial")
     (partial / "smallnorb-5x01235x9x18x6x2x96x96-testing-info.mat").unlink()
     with pytest.raises(DataError, match="no smallnorb-5x01235x9x18x6x2x96x96-testing-info.mat \\(nor .*.gz\\)"):
         load_stored(settings(partial))
