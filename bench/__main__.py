@@ -28,6 +28,7 @@ SECTIONS = {
     "overhead": "bench.overhead",
     "quickstart": "bench.quickstart",
     "gpu": "bench.gpu",
+    "tracking": "bench.tracking",
 }  # name -> module with run(quick: bool) -> str
 NEEDS_CUDA = {"gpu"}  # left out of a full run without a CUDA device, and kept as last written
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")

@@ -15,10 +15,17 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.settings import OBJECTIVE_TERMS
 from trainables.trial import MODEL_ERROR, MODELS_FAILED, model_key
 
 # What every model reports at every report, whatever its objective (its own terms come beside them).
 TRAINING_METRICS = ("loss", "recon", "kl", "active_latents")
+
+
+def model_values(objective: str, latent_dim: int) -> int:
+    """How many values one model's training report holds: the training metrics, the objective's own
+    terms and the KL of each latent (`kl/<i>`); what the tracking store takes per report and model."""
+    return len(TRAINING_METRICS) + len(OBJECTIVE_TERMS[objective]) + latent_dim
 
 
 @dataclass

@@ -118,6 +118,15 @@ OBJECTIVE_WEIGHTS: dict[str, tuple[str, ...]] = {
     "dip_vae_ii": ("lambda_od",),
     "beta_tcvae": ("beta",),
 }
+# Each objective's own terms (`Terms.extra`), which every report carries beside the training metrics.
+OBJECTIVE_TERMS: dict[str, tuple[str, ...]] = {
+    "beta_vae": (),
+    "annealed_vae": ("capacity",),
+    "factor_vae": ("tc", "discriminator_loss"),
+    "dip_vae_i": ("dip_offdiagonal", "dip_diagonal"),
+    "dip_vae_ii": ("dip_offdiagonal", "dip_diagonal"),
+    "beta_tcvae": ("tc",),
+}
 
 
 class ObjectiveSettings(Strict):

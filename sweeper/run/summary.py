@@ -10,6 +10,7 @@ from sweeper.run import space
 from sweeper.run.budget import Budget, budget
 from sweeper.run.datasets import memory_line
 from sweeper.run.launch import SweepOutcome, storage_root
+from sweeper.run.write_rate import write_rate_lines
 from trainables.trial import TrialSpec
 
 
@@ -28,6 +29,8 @@ def print_plan(config: SweepConfig, address: str | None, rate: float | None = No
     typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {effective_tracking_uri(config)}")
     typer.echo(f"  {memory_line(config)}")
     for line in budget_lines(budget(config, rate), config):
+        typer.echo(f"  {line}")
+    for line in write_rate_lines(config, budget(config, rate), address):
         typer.echo(f"  {line}")
 
 

@@ -6,7 +6,9 @@ A write the server cannot take now (connection refused, timeout, HTTP 5xx,
 authentication) stays at the head of the queue, and the queue is tried again
 on a later event, at most every RETRY_EVERY_S seconds: the Tune event loop is
 never held up by MLflow's own retries with backoff, only by one request with
-a short timeout. While anything is pending the queue is mirrored in
+a short timeout. A buffer may hold its writes `hold_s` before writing them,
+so that a run's reports of that time go out as one request. While anything
+is pending (held, or kept through an outage) the queue is mirrored in
 `tracking-pending.jsonl` in the sweep folder, so a driver that dies mid-outage
 or a server that never comes back loses nothing: `sweeper resume` reads the
 file and writes it.
@@ -110,10 +112,14 @@ def short_reason(exc: BaseException) -> str:
 class TrackingBuffer:
     """An ordered queue of MLflow writes, flushed as far as the server takes them."""
 
-    def __init__(self, store: Store, folder: Path | None, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, store: Store, folder: Path | None, echo: Callable[[str], None] = print, hold_s: float = 0.0
+    ) -> None:
         self.store = store
         self.folder = folder
         self.echo = echo
+        self.hold_s = hold_s
+        self._oldest_at = 0.0  # when the queue's oldest write was queued, or the last flush that wrote
         self._queue: deque[dict[str, Any]] = deque()
         self._seq = 0
         self._file_seqs: tuple[int, int] | None = None  # first and last seq the pending file holds
@@ -138,6 +144,8 @@ class TrackingBuffer:
         return list(self._queue)
 
     def add(self, op: str, run: str, **fields: Any) -> None:
+        if not self._queue:
+            self._oldest_at = time.monotonic()
         self._seq += 1
         self._queue.append({"seq": self._seq, "op": op, "run": run, **fields})
 
@@ -165,65 +173,86 @@ class TrackingBuffer:
 
     # -- writing -----------------------------------------------------------------------------
     def flush(self, force: bool = False) -> bool:
-        """Write the queue in order as far as the server takes it; True when nothing is left.
+        """Write the queue as far as the server takes it; True when nothing is left.
 
-        Without `force`, a server that failed recently is not tried again before RETRY_EVERY_S.
+        Without `force`, writes wait until the oldest has been queued `hold_s`, and a server that
+        failed recently is not tried again before RETRY_EVERY_S; the pending file holds them meanwhile.
         """
-        if self._queue and (force or time.monotonic() >= self._next_try):
+        now = time.monotonic()
+        if self._queue and (force or (now >= self._next_try and now - self._oldest_at >= self.hold_s)):
             with fail_fast_http():
-                while self._queue:
-                    group = self._next_group()
-                    try:
-                        self._apply_group(group)
-                    except Exception as exc:  # noqa: BLE001 - whatever the cause, the writes are kept
-                        if not is_permanent(exc):
-                            self._went_down(exc)
-                            break
-                        if len(group) > 1:
-                            group = group[:1]  # find the one write the server refuses: one at a time
-                            try:
-                                self._apply_group(group)
-                            except Exception as single:  # noqa: BLE001
-                                if not is_permanent(single):
-                                    self._went_down(single)
-                                    break
-                                self._reject(group[0], single)
-                        else:
-                            self._reject(group[0], exc)
-                    self._remove(group)
+                while self._queue and self._write_pass():
+                    pass
             if not self._queue:
                 self._came_back()
         self._sync_file()
         return not self._queue
 
-    def _next_group(self) -> list[dict[str, Any]]:
-        """The head of the queue, with the reports of the same run that follow it: one request after an outage.
-
-        Only that run's order matters, so the reports of other runs in between stay where they are;
-        the group ends at the run's next write of another kind.
-        """
-        head = self._queue[0]
-        if head["op"] != "metrics":
-            return [head]
-        group, size = [head], len(head["metrics"])
-        for op in list(self._queue)[1:]:
-            if op["run"] != head["run"]:
+    def _write_pass(self) -> bool:
+        """One request per group of the queue, in order; True when another pass has writes to make now
+        (a rejected write held its run's later writes back), False when done or the server went down."""
+        written: set[int] = set()
+        held: set[str] = set()  # runs with a write left for the next pass: their later ones wait too
+        down = False
+        for group in self._groups():
+            if group[0]["run"] in held:
                 continue
-            if op["op"] != "metrics" or size + len(op["metrics"]) > MAX_BATCH:
-                break
-            group.append(op)
-            size += len(op["metrics"])
-        return group
+            try:
+                self._apply_group(group)
+            except Exception as exc:  # noqa: BLE001 - whatever the cause, the writes are kept
+                if not is_permanent(exc):
+                    self._went_down(exc)
+                    down = True
+                    break
+                if len(group) > 1:
+                    # Find the write the server refuses: the first one alone, the rest on the next pass.
+                    group = group[:1]
+                    held.add(group[0]["run"])
+                    try:
+                        self._apply_group(group)
+                    except Exception as single:  # noqa: BLE001
+                        if not is_permanent(single):
+                            self._went_down(single)
+                            down = True
+                            break
+                        self._reject(group[0], single)
+                else:
+                    self._reject(group[0], exc)
+            written.update(op["seq"] for op in group)
+        self._remove(written)
+        return bool(held) and not down
 
-    def _remove(self, group: list[dict[str, Any]]) -> None:
-        if len(group) == 1:
-            self._queue.popleft()
-        else:
-            taken = {id(op) for op in group}
-            self._queue = deque(op for op in self._queue if id(op) not in taken)
-        self.written += len(group)
+    def _groups(self) -> list[list[dict[str, Any]]]:
+        """The queue as requests, in the order of their first write: each run's reports that follow
+        each other in its own order, up to MAX_BATCH values, are one request.
+
+        Only a run's own order matters, so the writes of other runs in between do not split its reports;
+        its next write of another kind does. One pass over the queue, however many runs it holds.
+        """
+        groups: list[list[dict[str, Any]]] = []
+        open_group: dict[str, tuple[list[dict[str, Any]], int]] = {}  # run -> its reports' group, values in it
+        for op in self._queue:
+            run = op["run"]
+            if op["op"] != "metrics":
+                open_group.pop(run, None)
+                groups.append([op])
+                continue
+            group, size = open_group.get(run, (None, 0))
+            if group is None or size + len(op["metrics"]) > MAX_BATCH:
+                group, size = [], 0
+                groups.append(group)
+            group.append(op)
+            open_group[run] = (group, size + len(op["metrics"]))
+        return groups
+
+    def _remove(self, written: set[int]) -> None:
+        if not written:
+            return
+        self._queue = deque(op for op in self._queue if op["seq"] not in written)
+        self.written += len(written)
         if self._down_since is not None:
-            self._flushed_in_outage += len(group)
+            self._flushed_in_outage += len(written)
+        self._oldest_at = time.monotonic()
 
     def _apply_group(self, group: list[dict[str, Any]]) -> None:
         if len(group) == 1:
@@ -232,14 +261,15 @@ class TrackingBuffer:
         key = group[0]["run"]
         run_id = self._run_id(group[0])
         new = [op for op in group if op["step"] > self._logged_step[key]]
-        if not new:
+        tags: dict[str, str] = {}
+        for op in group:  # a report MLflow holds already may carry the placement the later ones leave out
+            tags.update(op["tags"])
+        if not new and not tags:
             return
         metrics = [Metric(k, v, ts, step) for op in new for k, v, ts, step in op["metrics"]]
-        tags: dict[str, str] = {}
-        for op in new:
-            tags.update(op["tags"])
         self.store.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-        self._logged_step[key] = max(op["step"] for op in new)
+        if new:
+            self._logged_step[key] = max(op["step"] for op in new)
 
     def drain(self, wait_s: float, every_s: float = 2.0) -> bool:
         """Flush, retrying until the queue is empty or `wait_s` has passed; True when all is written."""
@@ -329,6 +359,8 @@ class TrackingBuffer:
         elif kind == "metrics":
             # A trial resumed from a checkpoint reports again steps MLflow already holds.
             if op["step"] <= self._logged_step[op["run"]]:
+                if op["tags"]:  # the placement, which the later reports leave out while it is the same
+                    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
                 return
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
             tags = [RunTag(k, v) for k, v in op["tags"].items()]

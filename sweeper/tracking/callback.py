@@ -1,4 +1,4 @@
-"""Tune's trial events mirrored into MLflow: one child run per model, one batch per report.
+"""Tune's trial events mirrored into MLflow: one child run per model, its reports in batches.
 
 A trial trains one seed of a configuration, or its seeds together, and
 reports each model's values under `trainables.trial.model_key(seed, ...)`.
@@ -9,7 +9,11 @@ the MLflow UI never need to know how many models a trial held.
 
 Every write goes through a `TrackingBuffer`: a tracking server that goes
 away mid-sweep does not stop the trials, their writes are kept in order (and
-in the sweep folder) and flushed when it is back.
+in the sweep folder) and flushed when it is back. Reports wait there HOLD_S
+for the next ones, so each run's reports go out together, one request per
+run rather than one per model and report: what a store takes per second is
+mostly requests, not values. The placement tags go with a run's first report,
+and again only when its trial moves.
 
 A trial resumed from a checkpoint reports again the steps between that
 checkpoint and the crash; those steps are already in MLflow, so results at
@@ -64,6 +68,9 @@ from trainables.trial import (
     split_model_key,
 )
 
+# How long a report waits in the buffer for the next ones: each run's reports of that time go out as one
+# request, instead of one request per model per report (docs/benchmarks.md, section 'Tracking').
+HOLD_S = 1.0
 # What Tune adds to every result; the rest is what the trainable reported.
 TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 
@@ -112,10 +119,11 @@ class MLflowTrialCallback(Callback):
         self.tracking = tracking
         self.folder = folder
         self.echo = echo
-        self.buffer = TrackingBuffer(tracking, folder, echo)
+        self.buffer = TrackingBuffer(tracking, folder, echo, hold_s=HOLD_S)
         self._opened: set[str] = set()
         self._ended: set[str] = set()  # models that failed while their seed-mates train on
         self._last_step: dict[str, int] = {}  # the last step queued, per run key
+        self._placement: dict[str, dict[str, str]] = {}  # the placement tags queued last, per run key
 
     def __getstate__(self) -> dict[str, Any]:
         # What MLflow and the pending file hold is the truth after a restore, not this process's memory.
@@ -198,13 +206,16 @@ class MLflowTrialCallback(Callback):
                 # "step" last: the last step MLflow holds says which reports are in, even one written in parts.
                 metrics = reported_metrics(values, step, int(time.time() * 1000))
                 metrics.sort(key=lambda m: m.key == "step")
+                placement = {k: str(values[k]) for k in PLACEMENT_TAGS if k in values}
                 self.buffer.add(
                     "metrics",
                     key,
                     step=step,
                     metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
-                    tags={k: str(values[k]) for k in PLACEMENT_TAGS if k in values},
+                    # The same tags every report: sent again only when the trial moved (a restore elsewhere).
+                    tags={} if placement == self._placement.get(key) else placement,
                 )
+                self._placement[key] = placement
             if MODEL_ERROR in values:
                 self._end(key, "FAILED", str(values[MODEL_ERROR]))
         self.buffer.flush()

@@ -5,7 +5,9 @@ import torch
 
 from trainables.checkpoint import save_checkpoint
 from trainables.model import BetaVAE
-from trainables.settings import TrialSettings
+from trainables.objectives import STUDY_GRID
+from trainables.report import TRAINING_METRICS, model_values
+from trainables.settings import OBJECTIVE_TERMS, TrialSettings
 from trainables.trainer import NonFiniteLossError, Trainer
 from trainables.trial import Configuration
 
@@ -109,3 +111,14 @@ def test_the_draws_cannot_enter_a_compiled_graph_with_their_generators():
     expected_x, expected_eps = plain.draw()
     assert torch.equal(x, expected_x) and torch.equal(eps, expected_eps)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", sorted(STUDY_GRID))
+def test_each_objective_reports_the_values_its_plan_counts(kind):
+    """The plan's write rate counts a report's values from the objective's declared terms: the trainer's
+    report holds exactly those, the training metrics and one KL per latent."""
+    weights = {name: values[0] for name, values in STUDY_GRID[kind].items()}
+    report = Trainer(SETTINGS, Configuration.of(kind, weights), seeds=(0,)).train(1).models[0]
+    own = set(report) - set(TRAINING_METRICS) - {f"kl/{i}" for i in range(SETTINGS.model.latent_dim)}
+    assert own == set(OBJECTIVE_TERMS[kind])
+    assert len(report) == model_values(kind, SETTINGS.model.latent_dim) == 4 + len(own) + 10

@@ -42,6 +42,8 @@ def test_the_dry_run_estimate_follows_from_the_rate_it_names(tmp_path, sweeper_c
     assert "work: 6 models x 500 steps x batch 64 = 192,000 images" in planned.stdout
     assert "estimate: 8 min of trial time" in planned.stdout  # 192,000 / 400 = 480 s
     assert "0.133 CPU-hours (at 400 images/s per trial, from --rate)" in planned.stdout
+    # 400 images/s at batch 64, a report every 25 steps: 0.25 reports/s of 16 values per model.
+    assert re.search(r"\n  tracking: \d+ models? at once x 0.25 reports/s x 16 values = [\d,]+ metric", planned.stdout)
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
