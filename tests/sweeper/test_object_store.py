@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "sweeps"  # made by the s3_env fixture
-STEPS, REPORT = 480, 40  # a checkpoint with every report
+STEPS, REPORT = 240, 40  # a checkpoint with every report
 TINY = [
     "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", "search.seeds=2", "--set", "search.max_concurrent=1",
     "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
