@@ -25,6 +25,7 @@ section's 1,000 runs with 5 history points, and on the same runs with 600.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import statistics
@@ -39,7 +40,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from bench import servers
-from bench.machine import matmul_gflops
+from bench.machine import cores, matmul_gflops
 from bench.selection import SWEEP_ID, make_sweep
 from sweeper.analyse.report import write_report
 from sweeper.analyse.results import SweepRef
@@ -320,7 +321,8 @@ def markdown(
         f"The driver's `MLflowTrialCallback` (with its `TrackingBuffer`) fed by {sizes.trials} Ray Tune trials of "
         f"{sizes.models_per_trial} packed models each ({models} runs), every report a real `Trainer` report of "
         f"`{CONFIGURATION.label()}` with {values} metric values per model; float32 matmul in the same process: "
-        f"{gflops:.0f} GFLOP/s. Other work shares this machine's 2 cores while it is measured."
+        f"{gflops:.0f} GFLOP/s; 1-minute load average {os.getloadavg()[0]:.1f} when the section was written (above "
+        f"{cores()}, other work shared the machine)."
         + (" Quick run: not representative." if quick else ""),
         "",
         f"Sustained: each trial reports again as soon as the callback has taken its last report, for "
