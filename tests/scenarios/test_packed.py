@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.drivers import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
@@ -120,19 +120,12 @@ def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(
         [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"), *OPTUNA],
         cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 500
-    try:
-        while time.monotonic() < deadline:
-            sweeps = list((tmp_path / "sweeps").glob("*/sweep.json"))
-            if sweeps and checkpoint_in_state(sweeps[0].parent):
-                break
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.5)
-        else:
-            pytest.fail("no checkpoint reached Tune's experiment state in time")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+
+    def checkpointed() -> bool:
+        sweeps = list((tmp_path / "sweeps").glob("*/sweep.json"))
+        return bool(sweeps) and checkpoint_in_state(sweeps[0].parent)
+
+    kill_when(driver, checkpointed, 500, "no checkpoint reached Tune's experiment state in time")
 
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     resumed = sweeper("resume", sweep_dir.name, cwd=tmp_path, timeout=800)

@@ -5,14 +5,14 @@ study's journal without asking Optuna for a configuration twice or losing one.
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.drivers import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
@@ -51,19 +51,13 @@ def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     db = tmp_path / "mlflow.db"
-    deadline = time.monotonic() + 360
-    try:
-        # Kill once Tune's saved state has a trial finished and another running past a checkpoint.
-        while time.monotonic() < deadline:
-            if finished_and_checkpointed_in_tune_state(tmp_path / "sweeps"):
-                break
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(1)
-        else:
-            pytest.fail("no trial finished and another checkpointed within the time limit")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    # Kill once Tune's saved state has a trial finished and another running past a checkpoint.
+    kill_when(
+        driver,
+        lambda: finished_and_checkpointed_in_tune_state(tmp_path / "sweeps"),
+        360,
+        "no trial finished and another checkpointed within the time limit",
+    )
 
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     resumed = subprocess.run(

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.drivers import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "sweeps"  # made by the s3_env fixture
@@ -76,19 +76,14 @@ def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read
               "--set", f"checkpoints=s3://{BUCKET}/ckpt/"]
     driver = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    try:  # kill the driver once a checkpoint is in the bucket and in Tune's state there
-        deadline = time.monotonic() + 360
-        while not (
-            [p for p in objects(store, f"{BUCKET}/ckpt") if p.endswith("/model.safetensors")]
-            and checkpoint_in_tune_state(tmp_path / "sweeps")
-        ):
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            if time.monotonic() >= deadline:
-                pytest.fail("no checkpoint reached the bucket and Tune's state there")
-            time.sleep(1)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    # Kill the driver once a checkpoint is in the bucket and in Tune's state there.
+    kill_when(
+        driver,
+        lambda: any(p.endswith("/model.safetensors") for p in objects(store, f"{BUCKET}/ckpt"))
+        and checkpoint_in_tune_state(tmp_path / "sweeps"),
+        360,
+        "no checkpoint reached the bucket and Tune's state there",
+    )
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     sweep_id = sweep_dir.name
     resumed = sweeper(["resume", sweep_id], tmp_path, env)
