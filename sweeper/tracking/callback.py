@@ -104,9 +104,15 @@ def model_results(spec: TrialSpec, result: dict[str, Any]) -> dict[int, dict[str
 
 
 def error_reason(trial: Trial) -> str:
-    """The last line of the trial's traceback: the exception and its message."""
+    """The last line of the trial's traceback: the exception and its message.
+
+    Tune appends each failure to the trial's local error file just before it calls `on_trial_error`, and
+    copies that file to the sweep's storage only later: read from storage, a trial's first failure (all
+    there is with `failure.max_failures: 0`) would have no message yet, and a later one the previous one's.
+    """
     try:
-        text = trial.get_error() or ""
+        local = Path(trial.error_file) if trial.error_file else None
+        text = local.read_text() if local is not None and local.is_file() else trial.get_error() or ""
     except (OSError, MlflowException):
         text = ""
     return last_line(text)

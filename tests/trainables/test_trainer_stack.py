@@ -101,7 +101,8 @@ def test_first_step_losses_and_gradients_are_the_single_models():
 )
 def test_a_pack_and_its_single_trials_stay_close_over_hundreds_of_steps(configuration, steps):
     s = settings()
-    pack, singles = Trainer(s, configuration, SEEDS), [Trainer(s, configuration, (seed,)) for seed in SEEDS]
+    seeds = SEEDS[:2]  # two models already share every stacked layer; the rest of the file stacks three
+    pack, singles = Trainer(s, configuration, seeds), [Trainer(s, configuration, (seed,)) for seed in seeds]
     start = [single_weights(t) for t in singles]
     report = pack.train(steps)
     for before, trainer in zip(start, singles):

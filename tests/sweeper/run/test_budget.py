@@ -30,12 +30,13 @@ BENCH = """<!-- section:training -->
 
 
 def config(*sets: str):
-    return load_config(REPO / "configs" / "smoke.yaml", ["search.pack_seeds=true", *sets])
+    return load_config(REPO / "configs" / "smoke.yaml", ["search.pack_seeds=true", "training.batch_size=64", *sets])
 
 
 def test_the_dry_run_estimate_follows_from_the_rate_it_names(tmp_path, sweeper_cli):
     planned = sweeper_cli(
-        ["launch", str(REPO / "configs" / "smoke.yaml"), "--dry-run", "--rate", "400", "--set", "training.steps=500"],
+        ["launch", str(REPO / "configs" / "smoke.yaml"), "--dry-run", "--rate", "400", "--set", "training.steps=500",
+         "--set", "training.batch_size=64"],
         tmp_path,
     )
     assert planned.returncode == 0, planned.stderr

@@ -31,7 +31,7 @@ def no_tracking_env(monkeypatch):
 
 
 def config(*sets: str):
-    return load_config(REPO / "configs" / "smoke.yaml", ["search.max_concurrent=4", *sets])
+    return load_config(REPO / "configs" / "smoke.yaml", ["search.max_concurrent=4", "training.batch_size=64", *sets])
 
 
 def test_the_rate_is_models_at_once_times_reports_per_second_times_values(tmp_path):
