@@ -58,7 +58,9 @@ def memory_line(config: SweepConfig) -> str:
     need = node_bytes(config)
     if need == 0:
         return "dataset: rendered in each trial (procedural dSprites); nothing in Ray's object store"
+    # The driver holds what it read until the put has copied it (docs/benchmarks.md, section 'datasets').
     return (
         f"dataset: {byte_size(need)} ({need:,} bytes) in Ray's object store on each node; "
-        "a node with a smaller store is refused before any trial starts"
+        "a node with a smaller store is refused before any trial starts; "
+        "the driver's machine holds it twice while it puts it there"
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.drivers import kill_when
+from tests.drivers import SAVE_STATE_EVERY_SECOND, kill_when, trials_in_state
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
@@ -94,36 +93,16 @@ OPTUNA = [
 ]  # fmt: skip
 
 
-CHECKPOINT_NAME = re.compile(rb"checkpoint_[0-9]{6}")
-
-
-def checkpoint_in_state(sweep_dir: Path) -> bool:
-    """Tune's experiment state in the sweep folder names a checkpoint of a running trial: a resume will
-    restore the trial from it. (Files' modification times said nothing of what the state holds.)
-
-    Each trial's checkpoint manager is cloudpickled into the state; the checkpoint folders' names are
-    found in its bytes, which are not unpickled."""
-    for state in sweep_dir.glob("experiment_state-*.json"):
-        try:
-            trials = json.loads(state.read_text())["trial_data"]
-        except (ValueError, KeyError):
-            continue  # caught while Tune copies it into the folder: the next look reads it whole
-        for trial, runtime in trials:
-            manager = bytes.fromhex(json.loads(runtime)["checkpoint_manager"]["value"])
-            if json.loads(trial)["status"] == "RUNNING" and CHECKPOINT_NAME.search(manager):
-                return True
-    return False
-
-
 def test_packed_optuna_sweep_resumes_every_model_and_tells_optuna_the_seed_mean(tmp_path):
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"), *OPTUNA],
-        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=tmp_path, env={**env(), **SAVE_STATE_EVERY_SECOND}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )  # fmt: skip
 
     def checkpointed() -> bool:
         sweeps = list((tmp_path / "sweeps").glob("*/sweep.json"))
-        return bool(sweeps) and checkpoint_in_state(sweeps[0].parent)
+        return bool(sweeps) and ("RUNNING", True) in trials_in_state(sweeps[0].parent)
 
     kill_when(driver, checkpointed, 500, "no checkpoint reached Tune's experiment state in time")
 

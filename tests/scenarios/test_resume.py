@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.drivers import kill_when
+from tests.drivers import SAVE_STATE_EVERY_SECOND, kill_when, trials_in_state
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sweep
@@ -23,29 +23,22 @@ ARGS = [
     "--set", "search.objectives={beta_vae: {beta: {low: 1.0, high: 8.0, log: true}}}",
     "--set", f"search.num_samples={CONFIGURATIONS}", "--set", "search.seeds=1", "--set", "search.pack_seeds=false", "--set", "search.max_concurrent=1",
     "--set", "resources.cpu=1", "--set", "resources.gpu=0",
-    "--set", f"training.steps={STEPS}", "--set", f"training.report_every={REPORT}",
+    "--set", f"training.steps={STEPS}", "--set", "training.batch_size=32", "--set", f"training.report_every={REPORT}",
     "--set", f"training.checkpoint_every={CHECKPOINT}",
     "--set", "eval.metrics=[]", "--set", "search.metric=loss", "--set", "search.mode=min",
 ]
 
 
 def finished_and_checkpointed_in_tune_state(sweeps: Path) -> bool:
-    """Tune's saved experiment state (read as status reads it, nothing unpickled) holds a finished trial
-    and a running one past its first checkpoint: what the resume must keep, and restore."""
-    from sweeper.analyse.state import read_trials
-    from sweeper.errors import EnvironmentProblem
-
-    try:
-        rows = [row for folder in (sweeps.iterdir() if sweeps.is_dir() else []) for row in read_trials(str(folder))]
-    except EnvironmentProblem:
-        return False  # caught mid-copy: the next look sees the whole file
-    return any(row.status == "TERMINATED" for row in rows) and any(
-        row.status == "RUNNING" and row.last_result.get("step", 0) >= CHECKPOINT for row in rows
-    )
+    """Tune's saved experiment state holds a finished trial and a running one with a checkpoint: what the
+    resume must keep, and restore."""
+    trials = [trial for folder in (sweeps.iterdir() if sweeps.is_dir() else []) for trial in trials_in_state(folder)]
+    return any(status == "TERMINATED" for status, _ in trials) and ("RUNNING", True) in trials
 
 
 def test_resume_after_sigkill_finishes_every_trial_exactly_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(SAVE_STATE_EVERY_SECOND)
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "optuna_beta_capacity.yaml"), *ARGS],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

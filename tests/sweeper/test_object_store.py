@@ -18,7 +18,7 @@ import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.drivers import kill_when
+from tests.drivers import SAVE_STATE_EVERY_SECOND, kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "sweeps"  # made by the s3_env fixture
@@ -74,8 +74,8 @@ def test_a_sweep_checkpoints_to_the_object_store_survives_its_driver_and_is_read
         monkeypatch.setenv(key, env[key])  # this process reads Tune's state from the bucket too
     launch = [sys.executable, "-m", "sweeper", "launch", str(REPO / "configs" / "smoke.yaml"), *TINY,
               "--set", f"checkpoints=s3://{BUCKET}/ckpt/"]
-    driver = subprocess.Popen(launch, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = subprocess.Popen(launch, cwd=tmp_path, env={**env, **SAVE_STATE_EVERY_SECOND}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     # Kill the driver once a checkpoint is in the bucket and in Tune's state there.
     kill_when(
         driver,

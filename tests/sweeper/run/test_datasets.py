@@ -117,6 +117,7 @@ def test_the_plan_says_how_much_of_each_nodes_object_store_the_dataset_takes(tmp
     images = 2 * 3 * 2 * 2 * 2 * 3
     assert images * 64 * 64 * 3 == 1_769_472
     assert "  dataset: 1.77 MB (1,769,472 bytes) in Ray's object store on each node; " in result.output
+    assert "the driver's machine holds it twice while it puts it there" in result.output
     procedural = CliRunner().invoke(app, [*command, smoke])
     assert "dataset: rendered in each trial (procedural dSprites); nothing in Ray's object store" in procedural.output
 
