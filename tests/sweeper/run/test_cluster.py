@@ -6,7 +6,6 @@ view of the storage folder is an empty tmpfs: a node on another host, as far as 
 """
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -140,7 +139,18 @@ def kill_node(node_id: str) -> None:
                 pass
 
 
-REPORT_LINE = re.compile(r"\] (?P<model>\S.*?)\s+step (?P<step>[0-9]+)/")  # a report as the driver prints it
+def checkpointed_and_far_from_done(folder: Path, steps: int, report: int):
+    """A running trial's run that a checkpoint was reported for and whose training is still far from its end
+    (its last logged step before `steps - report`), read from the sweep's MLflow store; None if there is none."""
+    if not (folder / "mlflow.db").exists():
+        return None  # the driver has not made its store yet
+    client = connect(f"sqlite:///{folder / 'mlflow.db'}")
+    for run in trial_runs(folder):
+        if run.info.status == "RUNNING" and "checkpoint" in run.data.tags:
+            logged = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+            if logged and max(logged) < steps - report:
+                return run
+    return None
 
 
 def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(tmp_path):
@@ -152,27 +162,23 @@ def test_a_lost_worker_node_costs_its_trial_a_restart_from_the_last_checkpoint(t
                           "--set", "search.objectives.beta_vae.beta=[4.0]", "--set", "search.seeds=2", "--set", f"training.steps={steps}",
                           "--set", f"training.report_every={report}", "--set", f"training.checkpoint_every={checkpoint}",
                           "--set", "failure.max_failures=2")
-        sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True)
+        log = tmp_path / "driver.out"
+        with log.open("w") as out:
+            sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
-            victim, said = None, []
-            for line in sweep.stdout:  # the driver prints each report as it comes: wait for that, not a poll
-                said.append(line)
-                report_line = REPORT_LINE.search(line)
-                # Past its first checkpoint, and still far from done: kill the node it runs on.
-                if report_line and checkpoint < int(report_line["step"]) < steps - report:
-                    runs = trial_runs(tmp_path)
-                    victim = next((r for r in runs if r.info.run_name == report_line["model"]
-                                   and "checkpoint" in r.data.tags), None)  # fmt: skip
-                    if victim is not None:
-                        break
-            if victim is None:
-                pytest.fail("no trial got past its first checkpoint; the sweep ended:\n" + "".join(said)[-3000:])
+            # Past its first checkpoint, and still far from done: kill the node it runs on.
+            victim = None
+            while victim is None:
+                if sweep.poll() is not None:
+                    pytest.fail("no trial was caught past its first checkpoint; the sweep ended:\n" + log.read_text()[-3000:])
+                victim = checkpointed_and_far_from_done(tmp_path, steps, report)
+                time.sleep(0.25)
             kill_node(victim.data.tags["ray_node_id"])
-            out, _ = sweep.communicate(timeout=420)
+            sweep.wait(timeout=420)
         finally:
             if sweep.poll() is None:
                 sweep.kill()
+    out = log.read_text()
     assert sweep.returncode == 0, out[-4000:]
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
