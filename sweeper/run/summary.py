@@ -28,9 +28,8 @@ def print_plan(config: SweepConfig, address: str | None, rate: float | None = No
     checkpoints = f", checkpoints {config.checkpoints}" if config.checkpoints else ""
     typer.echo(f"  storage {storage_root(config)}{checkpoints}, tracking {effective_tracking_uri(config)}")
     typer.echo(f"  {memory_line(config)}")
-    for line in budget_lines(budget(config, rate), config):
-        typer.echo(f"  {line}")
-    for line in write_rate_lines(config, budget(config, rate), address):
+    work = budget(config, rate)
+    for line in [*budget_lines(work, config), *write_rate_lines(config, work, address)]:
         typer.echo(f"  {line}")
 
 
